@@ -1,0 +1,240 @@
+"""The one module that knows which array library is in use.
+
+Layer code never imports numpy or cupy: it asks :func:`namespace` for the array
+namespace of its inputs (NumPy, CuPy or array_api_strict, seen through
+array_api_compat) and allocates with ``device=`` taken from those inputs. Anything
+outside the array API standard (random numbers, host transfers, native fast paths)
+lives here, with a portable fallback.
+
+Backends are named by strings:
+
+========================  ==================================================
+``"numpy"``               NumPy on the CPU
+``"cupy"``                CuPy on the current GPU (imported lazily)
+``"strict"``              array_api_strict on its ``CPU_DEVICE``
+``"strict:device1"``      array_api_strict on its fake ``device1``, which
+                          refuses host conversion and mixing with NumPy
+                          exactly as CuPy does
+========================  ==================================================
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+BACKEND_NAMES = ("numpy", "cupy", "strict", "strict:device1")
+
+
+def namespace(*arrays):
+    """Array-API namespace shared by ``arrays`` (``None`` entries are skipped)."""
+    return array_api_compat.array_namespace(*[a for a in arrays if a is not None])
+
+
+def device(x):
+    """Device of array ``x`` (pass it to ``device=`` when allocating beside ``x``)."""
+    return array_api_compat.device(x)
+
+
+def is_numpy(x) -> bool:
+    return array_api_compat.is_numpy_array(x)
+
+
+def is_cupy(x) -> bool:
+    return array_api_compat.is_cupy_array(x)
+
+
+def cupy_available() -> bool:
+    """True when CuPy imports and sees at least one GPU."""
+    try:
+        cupy = importlib.import_module("cupy")
+        return bool(cupy.is_available())
+    except Exception:
+        return False
+
+
+@dataclasses.dataclass(frozen=True)
+class Backend:
+    """An array namespace plus the device arrays are allocated on."""
+
+    name: str
+    xp: Any
+    device: Any
+
+    def asarray(self, a, dtype=None):
+        """Copy host data (NumPy array, list, scalar) or another array onto this backend."""
+        if dtype is not None:
+            dtype = getattr(self.xp, np.dtype(dtype).name)  # "float32", np.float32, ...
+        if not (is_numpy(a) or isinstance(a, (list, tuple, int, float))):
+            a = to_numpy(a)
+        return self.xp.asarray(a, dtype=dtype, device=self.device)
+
+    def __repr__(self):
+        return f"Backend({self.name!r})"
+
+
+def get_backend(name: str = "numpy") -> Backend:
+    """Return the :class:`Backend` for one of :data:`BACKEND_NAMES`."""
+    if isinstance(name, Backend):
+        return name
+    if name == "numpy":
+        return Backend("numpy", array_api_compat.array_namespace(np.empty(0)), "cpu")
+    if name == "cupy":
+        if not cupy_available():
+            raise RuntimeError("backend 'cupy' requested but CuPy is not installed or sees no GPU "
+                               "(install minifcn[cuda12] or minifcn[cuda13])")
+        cupy = importlib.import_module("cupy")
+        xp = array_api_compat.array_namespace(cupy.empty(0))
+        return Backend("cupy", xp, cupy.cuda.Device())
+    if name in ("strict", "strict:device1"):
+        try:
+            import array_api_strict as xps
+        except ImportError as exc:  # pragma: no cover - test extra
+            raise RuntimeError("backend %r needs array-api-strict (pip install array-api-strict)" % name) from exc
+        dev = xps.Device("device1" if name.endswith("device1") else "CPU_DEVICE")
+        return Backend(name, xps, dev)
+    raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(BACKEND_NAMES)}")
+
+
+def backend_of(x) -> Backend:
+    """The :class:`Backend` array ``x`` lives on."""
+    if is_numpy(x):
+        return get_backend("numpy")
+    if is_cupy(x):
+        return get_backend("cupy")
+    xp = namespace(x)
+    if xp.__name__.startswith("array_api_strict"):
+        return Backend("strict:device1" if "device1" in str(x.device) else "strict", xp, x.device)
+    return Backend(xp.__name__, xp, device(x))
+
+
+def to_numpy(x) -> np.ndarray:
+    """Explicit host copy of any backend's array (the only sanctioned host transfer)."""
+    if x is None or isinstance(x, np.ndarray):
+        return x
+    if is_cupy(x):
+        return x.get()
+    if isinstance(x, (int, float, bool, np.generic)):
+        return np.asarray(x)
+    mod = type(x).__module__
+    if mod.startswith("array_api_strict"):
+        import array_api_strict as xps
+
+        if x.device != xps.Device("CPU_DEVICE"):
+            x = x.to_device(xps.Device("CPU_DEVICE"))
+        return np.asarray(x)
+    return np.asarray(x)
+
+
+def to_backend(x, backend):
+    """Move array ``x`` onto ``backend`` (a name or :class:`Backend`)."""
+    b = get_backend(backend)
+    if backend_of(x).name == b.name:
+        return x
+    return b.asarray(to_numpy(x))
+
+
+def scalar(x) -> float:
+    """Python float of a 0-d array. Synchronises a GPU: keep it out of hot loops."""
+    return float(x)
+
+
+# ----------------------------------------------------------------------------
+# Random numbers
+# ----------------------------------------------------------------------------
+class RNG:
+    """Random numbers on any backend, reproducible from one seed.
+
+    NumPy and array_api_strict draw from a ``numpy.random.Generator`` (strict arrays
+    are then copied onto their device); CuPy draws on the GPU from its own generator
+    seeded from the same seed. ``state()``/``set_state()`` make runs resumable.
+    """
+
+    def __init__(self, seed: int | None = 0):
+        self.seed = seed
+        self.np = np.random.default_rng(seed)
+        self._cupy = None
+
+    def _cupy_rng(self):
+        if self._cupy is None:
+            cupy = importlib.import_module("cupy")
+            self._cupy = cupy.random.default_rng(int(self.np.integers(2**63 - 1)))
+        return self._cupy
+
+    def uniform(self, shape, like, dtype=None):
+        """Uniform [0, 1) samples of ``shape`` on the backend and device of ``like``."""
+        xp = namespace(like)
+        dtype = like.dtype if dtype is None else dtype
+        if is_cupy(like):
+            return self._cupy_rng().random(shape, dtype=dtype)
+        u = self.np.random(shape, dtype=np.float64 if "64" in str(dtype) else np.float32)
+        return xp.asarray(u, device=device(like)) if not is_numpy(like) else u
+
+    def normal(self, shape, like, dtype=None, std=1.0):
+        """Normal(0, std^2) samples on the backend of ``like``."""
+        xp = namespace(like)
+        dtype = like.dtype if dtype is None else dtype
+        if is_cupy(like):
+            return self._cupy_rng().standard_normal(shape, dtype=dtype) * std
+        z = self.np.standard_normal(shape) * std
+        z = z.astype(np.float64 if "64" in str(dtype) else np.float32)
+        return xp.asarray(z, device=device(like)) if not is_numpy(like) else z
+
+    def state(self) -> dict:
+        """JSON-able state of the host generator (the GPU stream is reseeded from it)."""
+        return self.np.bit_generator.state
+
+    def set_state(self, state: dict) -> None:
+        self.np.bit_generator.state = state
+        self._cupy = None
+
+
+# ----------------------------------------------------------------------------
+# Native fast paths (outside the array API), each with a portable fallback
+# ----------------------------------------------------------------------------
+def bincount(x, minlength: int):
+    """Counts of each value in the 1-D non-negative integer array ``x``."""
+    if is_numpy(x):
+        return np.bincount(x, minlength=minlength)
+    if is_cupy(x):
+        cupy = importlib.import_module("cupy")
+        return cupy.bincount(x, minlength=minlength)
+    xp = namespace(x)
+    values = xp.arange(minlength, device=device(x), dtype=x.dtype)
+    return xp.sum(xp.astype(x[:, None] == values[None, :], xp.int64), axis=0)
+
+
+def scatter_add(target, index, values):
+    """``target[index[i]] += values[i]`` along axis 0 with repeated indices summed.
+
+    ``target`` is modified in place and returned.
+    """
+    if is_numpy(target):
+        np.add.at(target, index, values)
+        return target
+    if is_cupy(target):
+        cupy = importlib.import_module("cupyx")
+        cupy.scatter_add(target, index, values)
+        return target
+    xp = namespace(target)
+    onehot = xp.astype(index[:, None] == xp.arange(target.shape[0], device=device(target))[None, :],
+                       values.dtype)
+    flat = xp.reshape(values, (values.shape[0], -1))
+    target[...] += xp.reshape(xp.matrix_transpose(onehot) @ flat, target.shape)
+    return target
+
+
+def as_strided(x, shape, strides_in_elements):
+    """A strided view of ``x`` (NumPy/CuPy only); ``None`` where unsupported."""
+    if is_numpy(x):
+        item = x.itemsize
+        return np.lib.stride_tricks.as_strided(x, shape, [s * item for s in strides_in_elements],
+                                               writeable=False)
+    if is_cupy(x):
+        cupy = importlib.import_module("cupy")
+        item = x.itemsize
+        return cupy.lib.stride_tricks.as_strided(x, shape, [s * item for s in strides_in_elements])
+    return None

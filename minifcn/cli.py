@@ -1,0 +1,44 @@
+"""The ``minifcn`` command. Each verb lives in its own module, which provides
+``add_arguments(parser)`` and ``main(args) -> int``; this table is the only list of verbs."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+
+# verb -> (module, one-line help)
+COMMANDS = {
+    "selftest": ("minifcn.selftest", "gradient-check every layer on a backend and print a table"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="minifcn", description="Fully Convolutional Networks from scratch "
+                                     "(NumPy/CuPy, hand-written backward passes).")
+    parser.add_argument("--version", action="version", version=f"minifcn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        mod = importlib.import_module(module)
+        mod.add_arguments(p)
+        p.set_defaults(_main=mod.main)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._main(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Element-wise activations: ReLU and Caffe-style (inverted) dropout."""
+from __future__ import annotations
+
+from ..backend import RNG, device, namespace
+
+
+def relu(x):
+    """y = max(x, 0). Returns ``(y, cache)``; the cache is the output y (its sign is the mask)."""
+    xp = namespace(x)
+    y = xp.maximum(x, xp.zeros((), dtype=x.dtype, device=device(x)))
+    return y, y
+
+
+def relu_backward(dy, cache):
+    """dx = dy where y > 0, else 0."""
+    xp = namespace(dy)
+    y = cache
+    return dy * xp.astype(y > 0, dy.dtype)
+
+
+_DEFAULT_RNG = RNG(None)
+
+
+def dropout(x, p=0.5, training=True, rng=None):
+    """Element-wise dropout as in Caffe: keep each value with probability 1 - p and scale by 1/(1 - p).
+
+    In evaluation (``training=False``) or with ``p == 0`` it is the identity. ``rng`` is a
+    :class:`minifcn.backend.RNG` (default: a process-wide unseeded one). Returns ``(y, cache)``;
+    the cache is the scaled keep-mask (or None for the identity).
+    """
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout probability p must be in [0, 1), got {p!r}")
+    if not training or p == 0.0:
+        return x, None
+    xp = namespace(x)
+    rng = _DEFAULT_RNG if rng is None else rng
+    keep = rng.uniform(tuple(x.shape), like=x) >= p
+    mask = xp.astype(keep, x.dtype) * (1.0 / (1.0 - p))
+    return x * mask, mask
+
+
+def dropout_backward(dy, cache):
+    """dx = dy * mask (the same scaled mask as the forward pass)."""
+    return dy if cache is None else dy * cache

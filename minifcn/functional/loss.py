@@ -1,0 +1,78 @@
+"""Pixelwise softmax cross-entropy with an ignore label.
+
+logits: (N, C, H, W) float; labels: (N, H, W) integer in [0, C) or ``ignore_index``.
+
+    logp[n, :, i, j] = logits[n, :, i, j] - logsumexp_c(logits[n, c, i, j])
+    loss = -sum over valid pixels of w[label] * logp[label] / Z
+
+with Z = sum of w[label] over valid pixels (``normalize=True``, the mean; plain count
+when no class weights) or Z = N (``normalize=False``: Caffe's "unnormalized" loss, a
+sum over pixels divided by the batch size). An image batch with no valid pixel gives
+loss 0 and zero gradient, never NaN.
+
+    dloss/dlogits = w[label] * (softmax - onehot(label)) / Z     (0 on ignored pixels)
+"""
+from __future__ import annotations
+
+from ..backend import device, namespace, to_numpy
+from .checks import check_float, check_ndim
+
+
+def _check_labels(logits, labels, ignore_index):
+    xp = namespace(logits)
+    check_ndim(labels, 3, "labels", "(N, H, W)")
+    n, c, h, w = logits.shape
+    if tuple(labels.shape) != (n, h, w):
+        raise ValueError(f"labels shape {tuple(labels.shape)} does not match logits shape {tuple(logits.shape)}: "
+                         f"expected labels of shape (N, H, W) = ({n}, {h}, {w})")
+    if not xp.isdtype(labels.dtype, "integral"):
+        raise ValueError(f"labels must be an integer array, got dtype {labels.dtype}")
+    bad = (labels != ignore_index) & ((labels < 0) | (labels >= c))
+    if bool(xp.any(bad)):  # one host sync per call; the error path may copy to the host
+        values = sorted(set(to_numpy(labels)[to_numpy(bad)].tolist()))[:10]
+        raise ValueError(f"labels must lie in [0, {c}) or equal ignore_index={ignore_index}; "
+                         f"found {values}")
+
+
+def softmax_cross_entropy(logits, labels, ignore_index=255, normalize=True, weight=None):
+    """Mean (or Caffe-unnormalized) pixelwise cross-entropy; see the module docstring.
+
+    ``weight``: optional per-class weights (C,). Returns ``(loss, cache)``; ``loss`` is a
+    0-d array (no host sync), ``cache`` holds the softmax, the one-hot targets times
+    the pixel weights, and the normaliser.
+    """
+    check_ndim(logits, 4, "logits", "(N, C, H, W)")
+    check_float(logits, "logits")
+    _check_labels(logits, labels, ignore_index)
+    xp = namespace(logits)
+    dev = device(logits)
+    n, c, h, w = logits.shape
+    if weight is not None and tuple(weight.shape) != (c,):
+        raise ValueError(f"class weight must have shape ({c},), got {tuple(weight.shape)}")
+    valid = labels != ignore_index
+    safe = xp.where(valid, labels, xp.zeros((), dtype=labels.dtype, device=dev))  # never gather 255
+    classes = xp.reshape(xp.arange(c, dtype=labels.dtype, device=dev), (1, c, 1, 1))
+    onehot = xp.astype(xp.expand_dims(safe, axis=1) == classes, logits.dtype)  # (N, C, H, W)
+    pixel_w = xp.astype(valid, logits.dtype)                                   # (N, H, W)
+    if weight is not None:
+        pixel_w = pixel_w * xp.sum(onehot * xp.reshape(weight, (1, c, 1, 1)), axis=1)
+    z = logits - xp.max(logits, axis=1, keepdims=True)
+    lse = xp.log(xp.sum(xp.exp(z), axis=1, keepdims=True))
+    logp_label = xp.sum((z - lse) * onehot, axis=1)                           # (N, H, W)
+    if normalize:
+        denom = xp.sum(pixel_w)
+        denom = xp.where(denom > 0, denom, xp.ones((), dtype=logits.dtype, device=dev))
+    else:
+        denom = xp.asarray(float(n), dtype=logits.dtype, device=dev)
+    loss = -xp.sum(pixel_w * logp_label) / denom
+    prob = xp.exp(z - lse)
+    cache = (prob, onehot, pixel_w, denom)
+    return loss, cache
+
+
+def softmax_cross_entropy_backward(cache, dloss=1.0):
+    """Gradient of :func:`softmax_cross_entropy` w.r.t. the logits, scaled by ``dloss``."""
+    prob, onehot, pixel_w, denom = cache
+    xp = namespace(prob)
+    scale = xp.expand_dims(pixel_w, axis=1) / denom
+    return (prob - onehot) * (scale * dloss)

@@ -1,0 +1,23 @@
+import pytest
+
+from minifcn import cli, selftest
+
+
+def test_selftest_all_cases_pass(backend):
+    reports = selftest.run(backend.name, verbose=False)
+    assert len(reports) >= 12
+    bad = [str(r) for r in reports if not r.ok]
+    assert not bad, "\n".join(bad)
+
+
+def test_selftest_command_prints_table(capsys):
+    assert cli.main(["selftest"]) == 0
+    out = capsys.readouterr().out
+    assert "conv_transpose2d" in out and "max_pool2d" in out and "0 failed" in out
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0
+    assert "minifcn" in capsys.readouterr().out
