@@ -156,8 +156,9 @@ class Conv2d(Layer):
         y, self._cache = F.conv2d(x, self.weight.data, b, self.stride, self.padding, self.dilation)
         return y
 
-    def backward(self, dy):
-        dx, dw, db = F.conv2d_backward(dy, self._cache, need_dweight=not self.weight.frozen)
+    def backward(self, dy, need_dx=True):
+        """``need_dx=False`` skips the input gradient (a network's first layer) and returns None."""
+        dx, dw, db = F.conv2d_backward(dy, self._cache, need_dx=need_dx, need_dweight=not self.weight.frozen)
         _accumulate(self.weight, dw)
         if self.bias is not None:
             _accumulate(self.bias, db)
