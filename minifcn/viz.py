@@ -1,0 +1,210 @@
+"""Pictures: the VOC colour map, label PNGs, overlays, training curves, prediction
+tiles and per-class IU bars. Every file is written atomically (temporary file in the
+same folder, then ``os.replace``), so a crash never leaves half a picture.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .backend import to_numpy
+
+METRIC_NAMES = ("pixel_accuracy", "mean_accuracy", "mean_iu", "frequency_weighted_iu")
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; on success it replaces ``path``, on error
+    it is removed and ``path`` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def voc_palette(n=256) -> np.ndarray:
+    """The VOC colour map, (n, 3) uint8: the bits of index i are dealt round-robin to
+    R, G, B from the most significant bit down (0 black, 1 dark red, ..., 255 cream)."""
+    palette = np.zeros((n, 3), np.uint8)
+    for i in range(n):
+        c, rgb = i, [0, 0, 0]
+        for bit in range(7, -1, -1):
+            for ch in range(3):
+                rgb[ch] |= ((c >> ch) & 1) << bit
+            c >>= 3
+        palette[i] = rgb
+    return palette
+
+
+_PALETTE = voc_palette()
+
+
+def _as_label(label, name="label") -> np.ndarray:
+    label = to_numpy(label)
+    if label.ndim != 2 or not np.issubdtype(label.dtype, np.integer):
+        raise ValueError(f"{name} must be an integer (H, W) array of class ids, got {label.dtype} {label.shape}")
+    if label.size and (label.min() < 0 or label.max() > 255):
+        raise ValueError(f"{name} values must lie in 0..255, got {label.min()}..{label.max()}")
+    return label.astype(np.uint8)
+
+
+def colorize(label) -> np.ndarray:
+    """Class ids (H, W) -> RGB uint8 (H, W, 3) in the VOC colours (255, void, is cream)."""
+    return _PALETTE[_as_label(label)]
+
+
+def save_label_png(label, path) -> Path:
+    """Write class ids (H, W) as a palette ("P") PNG, as VOC does, so tools read the
+    indices back and viewers show the colours."""
+    im = Image.fromarray(_as_label(label), mode="P")
+    im.putpalette(_PALETTE.ravel().tolist())
+    with atomic_path(path) as tmp:
+        im.save(tmp, format="PNG")
+    return Path(path)
+
+
+def overlay(image, label, alpha=0.5) -> np.ndarray:
+    """Blend the label colours into RGB uint8 ``image`` (H, W, 3) with weight ``alpha``
+    wherever the label is not background (0); background pixels keep the image."""
+    image = np.asarray(image)
+    label = _as_label(label)
+    if image.shape != (*label.shape, 3):
+        raise ValueError(f"image must have shape (H, W, 3) = {(*label.shape, 3)}, got {image.shape}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    blend = (1.0 - alpha) * image + alpha * _PALETTE[label].astype(np.float64)
+    out = np.where((label != 0)[..., None], np.round(blend), image)
+    return out.astype(np.uint8)
+
+
+def _figure(*args, **kwargs):
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI window
+
+    return Figure(*args, **kwargs)
+
+
+def _save_figure(fig, path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=fig.dpi, bbox_inches="tight")
+    return Path(path)
+
+
+def plot_curves(records, path) -> Path:
+    """Training curves from log rows (dicts, as in a JSON-lines training log).
+
+    Rows with ``loss`` give the loss (and ``lr``, if present, on a second axis) vs
+    ``iteration``; rows with metrics (the four metric names, optionally prefixed
+    e.g. ``val_mean_iu``) give a second panel of metrics vs ``iteration``.
+    """
+    records = list(records)
+    if not records:
+        raise ValueError("plot_curves needs at least one record")
+    metric_keys = sorted({k for r in records for k in r if k != "iteration"
+                          and any(k.endswith(m) for m in METRIC_NAMES) and _is_number(r[k])})
+    fig = _figure(figsize=(11 if metric_keys else 6, 4), dpi=100)
+    axes = fig.subplots(1, 2 if metric_keys else 1, squeeze=False)[0]
+    ax = axes[0]
+    rows = [r for r in records if _is_number(r.get("loss")) and "iteration" in r]
+    ax.plot([r["iteration"] for r in rows], [r["loss"] for r in rows], color="C0", lw=1, label="loss")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss", color="C0")
+    ax.set_title("training loss")
+    lr_rows = [r for r in rows if _is_number(r.get("lr"))]
+    if lr_rows:
+        ax2 = ax.twinx()
+        ax2.plot([r["iteration"] for r in lr_rows], [r["lr"] for r in lr_rows], color="C1", lw=1, ls="--")
+        ax2.set_ylabel("learning rate", color="C1")
+    if metric_keys:
+        ax = axes[1]
+        for k in metric_keys:
+            pts = [(r["iteration"], r[k]) for r in records if _is_number(r.get(k)) and "iteration" in r]
+            ax.plot(*zip(*pts), marker="o", ms=3, label=k.replace("_", " "))
+        ax.set_xlabel("iteration")
+        ax.set_ylim(0, 1)
+        ax.set_title("validation")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save_figure(fig, path)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def save_prediction_tiles(images, labels, preds, path, class_names) -> Path:
+    """One row per sample: image | ground truth | prediction, in VOC colours, with a
+    legend of the classes that appear. ``images`` RGB uint8 (H, W, 3); ``labels`` and
+    ``preds`` (H, W) class ids (``labels`` may be ``None`` when there is no truth)."""
+    images = list(images)
+    preds = list(preds)
+    labels = [None] * len(images) if labels is None else list(labels)
+    if not images or not len(images) == len(labels) == len(preds):
+        raise ValueError(f"need the same positive number of images, labels and preds, got "
+                         f"{len(images)}, {len(labels)}, {len(preds)}")
+    n = len(images)
+    fig = _figure(figsize=(9, 3 * n + 0.6), dpi=100)
+    axes = fig.subplots(n, 3, squeeze=False)
+    present = set()
+    for i, (im, lab, pred) in enumerate(zip(images, labels, preds)):
+        panels = [("image", np.asarray(im)), ("ground truth", None if lab is None else colorize(lab)),
+                  ("prediction", colorize(pred))]
+        present.update(np.unique(_as_label(pred)).tolist())
+        if lab is not None:
+            present.update(np.unique(_as_label(lab)).tolist())
+        for ax, (title, picture) in zip(axes[i], panels):
+            ax.axis("off")
+            if picture is not None:
+                ax.imshow(picture, interpolation="nearest")
+            if i == 0:
+                ax.set_title(title)
+    handles = _legend_handles(sorted(present), class_names)
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
+    fig.subplots_adjust(bottom=0.6 / (3 * n + 0.6) + 0.02)
+    return _save_figure(fig, path)
+
+
+def _legend_handles(ids, class_names):
+    from matplotlib.patches import Patch
+
+    def name(i):
+        if i == 255:
+            return "void"
+        return class_names[i] if i < len(class_names) else str(i)
+
+    return [Patch(facecolor=_PALETTE[i] / 255.0, edgecolor="grey", label=name(i)) for i in ids]
+
+
+def plot_per_class_iu(per_class_iu, class_names, path) -> Path:
+    """Bar chart of IU per class in the VOC colours; classes with nan IU (absent from
+    truth and prediction) are marked "n/a" and the mean IU is a dashed line."""
+    iu = np.asarray(per_class_iu, dtype=np.float64)
+    if iu.ndim != 1 or len(class_names) != iu.size:
+        raise ValueError(f"per_class_iu ({iu.size} values) and class_names ({len(class_names)}) must match")
+    fig = _figure(figsize=(max(4.0, 0.45 * iu.size + 1.5), 3.5), dpi=100)
+    ax = fig.subplots()
+    x = np.arange(iu.size)
+    ax.bar(x, np.nan_to_num(iu), color=_PALETTE[: iu.size] / 255.0, edgecolor="grey")
+    for i in np.flatnonzero(np.isnan(iu)):
+        ax.text(i, 0.02, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
+    if np.any(~np.isnan(iu)):
+        mean = np.nanmean(iu)
+        ax.axhline(mean, color="k", ls="--", lw=1, label=f"mean IU {mean:.3f}")
+        ax.legend(fontsize=8)
+    ax.set_xticks(x, list(class_names), rotation=60, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("IU")
+    ax.set_title("per-class intersection over union")
+    return _save_figure(fig, path)
