@@ -11,6 +11,7 @@ from . import __version__
 # verb -> (module, one-line help)
 COMMANDS = {
     "selftest": ("minifcn.selftest", "gradient-check every layer on a backend and print a table"),
+    "download-voc": ("minifcn.data.download", "download PASCAL VOC 2012 (resumable, checksummed) and extract it safely"),
 }
 
 
