@@ -1,0 +1,260 @@
+"""FCN-32s, FCN-16s, FCN-8s and FCN-8s-at-once (Long, Shelhamer, Darrell, CVPR 2015).
+
+Every model is the VGG16 trunk (:mod:`.vgg`) plus one head, written once here::
+
+    h = score_fr(fc7)                                  1x1 conv to n_class scores
+    for each skip (pool4, then pool3):                 none for FCN-32s
+        h = upsample_2x(h)
+        h = h + crop(score_pool(scale * pool))         fuse a finer prediction
+    scores = crop(upsample_final(h))                   back to the input's H x W
+
+=============  ======================  =========================  =================
+model          skips                   final upsampling (K, S)    crop offsets
+=============  ======================  =========================  =================
+FCN32s         -                       upscore (64, 32)           19
+FCN16s         pool4                   upscore16 (32, 16)         5, 27
+FCN8s          pool4, pool3            upscore8 (16, 8)           5, 9, 31
+FCN8sAtOnce    as FCN8s, pool4 scaled by 0.01 and pool3 by 0.0001 (the reference
+               "at-once" net, trained in one stage)
+=============  ======================  =========================  =================
+
+The 2x upsamplings (upscore2, upscore_pool4) are (4, 2). Score layers are 1x1 convs
+initialised to zero; upsamplings are transposed convolutions without bias, initialised
+to the bilinear kernel and frozen unless ``learn_upsampling``. The crop offsets are
+computed from the layers by :mod:`.geometry`, never typed in.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from ..backend import backend_of
+from ..layers import Conv2d, ConvTranspose2d, Crop
+from .geometry import IDENTITY, compose, crop_offset
+from .vgg import VGG16
+
+
+@dataclasses.dataclass(frozen=True)
+class SkipSpec:
+    """One skip connection: upsample ``h`` 2x by ``up``, add ``score`` of ``scale * tap``."""
+
+    up: str          # name of the 2x upsampling applied to h before the fusion
+    score: str       # name of the 1x1 scoring conv of the tap
+    tap: str         # trunk layer whose output is scored (pool4, pool3)
+    scale: float = 1.0
+
+
+@dataclasses.dataclass
+class _Skip:
+    spec: SkipSpec
+    up: ConvTranspose2d
+    score: Conv2d
+    crop: Crop
+
+
+class FCN(VGG16):
+    """Base class of the four FCNs: builds the head from ``SKIPS`` and ``FINAL``.
+
+    ``forward(x)``: x (N, 3, H, W), preprocessed (BGR, mean subtracted) -> scores
+    (N, n_class, H, W) for any H, W >= 1. ``backward(dscores, need_dx=True)`` -> dx
+    (N, 3, H, W) (None when ``need_dx`` is False), adding into every unfrozen
+    parameter's gradient.
+    """
+
+    name = ""
+    SKIPS: tuple = ()
+    FINAL = ("upscore", 64, 32)        # (name, kernel, stride) of the last upsampling
+    UP2 = (4, 2)                       # (kernel, stride) of the 2x upsamplings of the skips
+
+    def __init__(self, n_class=21, width=1.0, learn_upsampling=False, dropout=0.5, seed=0):
+        if not (isinstance(n_class, int) and n_class >= 1):
+            raise ValueError(f"n_class must be an int >= 1, got {n_class!r}")
+        super().__init__(width=width, dropout=dropout, seed=seed)
+        self.n_class, self.learn_upsampling, self.dropout, self.seed = n_class, learn_upsampling, dropout, seed
+        self.score_fr = Conv2d(self.out_channels, n_class, 1, init="zeros")
+        self.skips = []
+        for spec in self.SKIPS:
+            tap_channels = self.channels_at(spec.tap)
+            up = self._upsampling(spec.up, *self.UP2)
+            score = self._add_layer(spec.score, Conv2d(tap_channels, n_class, 1, init="zeros"))
+            self.skips.append(_Skip(spec, up, score, Crop((0, 0))))
+        self._upsampling(*self.FINAL)
+        self.crop_final = Crop((0, 0))
+        offsets = self.crop_offsets()
+        for skip in self.skips:
+            skip.crop.offset = offsets[skip.spec.score]
+        self.crop_final.offset = offsets[self.FINAL[0]]
+
+    def _add_layer(self, name, layer):
+        setattr(self, name, layer)
+        return layer
+
+    def _upsampling(self, name, kernel, stride):
+        n = self.n_class
+        return self._add_layer(name, ConvTranspose2d(n, n, kernel, stride, bias=False, init="bilinear",
+                                                     frozen=not self.learn_upsampling))
+
+    @property
+    def upscore_final(self) -> ConvTranspose2d:
+        """The last upsampling (upscore, upscore16 or upscore8)."""
+        return getattr(self, self.FINAL[0])
+
+    @property
+    def config(self) -> dict:
+        """JSON-able arguments that rebuild this model: ``build(**model.config)``."""
+        return {"name": self.name, "n_class": self.n_class, "width": self.width,
+                "learn_upsampling": self.learn_upsampling, "dropout": self.dropout, "seed": self.seed}
+
+    def crop_offsets(self) -> dict:
+        """Crop offsets {cropped layer: (oy, ox)} derived from the layers' coordinate maps.
+
+        The fused path runs trunk -> score_fr -> upsamplings; each skip's score is cropped
+        to align with it, and the final upsampling is cropped to align with the input.
+        """
+        path = self.trunk_until("drop7") + [self.score_fr]
+        offsets = {}
+        for skip in self.skips:
+            path = path + [skip.up]
+            branch = self.trunk_until(skip.spec.tap) + [skip.score]
+            offsets[skip.spec.score] = crop_offset(compose(branch), compose(path))
+        offsets[self.FINAL[0]] = crop_offset(compose(path + [self.upscore_final]), IDENTITY)
+        return offsets
+
+    def forward(self, x):
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"{type(self).__name__} input x must have shape (N, 3, H, W), "
+                             f"got {tuple(x.shape)}")
+        h, taps = self.forward_trunk(x, taps={s.spec.tap for s in self.skips})
+        h = self.score_fr(h)
+        for skip in self.skips:
+            h = skip.up(h)
+            pool = taps[skip.spec.tap]
+            if skip.spec.scale != 1.0:
+                pool = pool * skip.spec.scale
+            h = h + skip.crop(skip.score(pool), h.shape[2:])
+        h = self.upscore_final(h)
+        self._out_shape = (x.shape[0], self.n_class, *x.shape[2:])
+        return self.crop_final(h, x.shape[2:])
+
+    def backward(self, dscores, need_dx=True):
+        expected = getattr(self, "_out_shape", None)
+        if expected is None or tuple(dscores.shape) != expected:
+            raise ValueError(f"{type(self).__name__}.backward needs dscores of the last forward's output "
+                             f"shape {expected}, got {tuple(dscores.shape)}")
+        self._out_shape = None
+        dh = self.crop_final.backward(dscores)
+        dh = self.upscore_final.backward(dh)
+        dtaps = {}
+        for skip in reversed(self.skips):
+            dpool = skip.score.backward(skip.crop.backward(dh))      # the sum passes dh to both terms
+            if skip.spec.scale != 1.0:
+                dpool = dpool * skip.spec.scale
+            dtaps[skip.spec.tap] = dpool
+            dh = skip.up.backward(dh)
+        dh = self.score_fr.backward(dh)
+        return self.backward_trunk(dh, dtaps, need_dx=need_dx)
+
+    # --- weights in and out -------------------------------------------------------
+    def save(self, path, meta=None):
+        """Write the parameters and ``config`` to ``path`` (.npz, atomic; see :mod:`minifcn.io`)."""
+        from ..io import save_npz
+
+        save_npz(path, self.state_dict(), {**(meta or {}), "model": self.config})
+
+    def load(self, path):
+        """Load parameters saved by :meth:`save` (or a trainer checkpoint) into this model.
+
+        Raises ValueError naming the missing, unexpected and mis-shaped keys when the
+        checkpoint holds another model or class count.
+        """
+        from ..io import load_npz, model_arrays
+
+        arrays, meta = load_npz(path)
+        try:
+            self.load_state_dict(model_arrays(arrays))
+        except ValueError as exc:
+            held = meta.get("model", {})
+            what = f"{held.get('name', '?')} with n_class={held.get('n_class', '?')}" if held else "no config"
+            raise ValueError(f"checkpoint {path} ({what}) cannot be loaded into {self.name} with "
+                             f"n_class={self.n_class}: {exc}") from None
+        return self
+
+    @classmethod
+    def _staged(cls, source, expected):
+        """A new ``cls`` with ``source``'s config, backend and dtype, and every parameter of the
+        same name and shape copied from ``source`` (the new skip scores stay zero)."""
+        if not isinstance(source, expected):
+            raise ValueError(f"{cls.__name__} is initialised from a {expected.__name__}, "
+                             f"got {type(source).__name__}")
+        config = {k: v for k, v in source.config.items() if k != "name"}
+        like = source.score_fr.weight.data
+        model = cls(**config).to(backend_of(like), like.dtype)
+        ours = dict(model.named_parameters())
+        for name, p in source.named_parameters():
+            if name in ours and ours[name].shape == p.shape:
+                ours[name].data = backend_of(p.data).xp.asarray(p.data, copy=True)
+        return model
+
+
+class FCN32s(FCN):
+    name = "fcn32s"
+
+
+class FCN16s(FCN):
+    name = "fcn16s"
+    SKIPS = (SkipSpec("upscore2", "score_pool4", "pool4"),)
+    FINAL = ("upscore16", 32, 16)
+
+    @classmethod
+    def from_fcn32s(cls, model):
+        """FCN-16s initialised from a trained FCN-32s (the paper's staged training)."""
+        return cls._staged(model, FCN32s)
+
+
+class FCN8s(FCN):
+    name = "fcn8s"
+    SKIPS = (SkipSpec("upscore2", "score_pool4", "pool4"),
+             SkipSpec("upscore_pool4", "score_pool3", "pool3"))
+    FINAL = ("upscore8", 16, 8)
+
+    @classmethod
+    def from_fcn16s(cls, model):
+        """FCN-8s initialised from a trained FCN-16s (the paper's staged training)."""
+        return cls._staged(model, FCN16s)
+
+
+class FCN8sAtOnce(FCN8s):
+    name = "fcn8s-atonce"
+    SKIPS = (SkipSpec("upscore2", "score_pool4", "pool4", 0.01),
+             SkipSpec("upscore_pool4", "score_pool3", "pool3", 0.0001))
+
+
+MODELS = {m.name: m for m in (FCN32s, FCN16s, FCN8s, FCN8sAtOnce)}
+
+
+def build(name, n_class=21, width=1.0, **kwargs) -> FCN:
+    """Build a model by name: "fcn32s", "fcn16s", "fcn8s" or "fcn8s-atonce"."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
+    return MODELS[name](n_class=n_class, width=width, **kwargs)
+
+
+def load_model(path, backend="numpy", dtype=None) -> FCN:
+    """Rebuild the model saved at ``path`` (its class from the stored config) on ``backend``.
+
+    ``dtype`` defaults to the dtype the parameters were saved in.
+    """
+    from ..io import load_npz, model_arrays
+
+    arrays, meta = load_npz(path)
+    config = meta.get("model")
+    if not isinstance(config, dict) or "name" not in config:
+        raise ValueError(f"{path} holds no model config (meta['model']): not a minifcn model checkpoint "
+                         f"(VGG16 ImageNet weights load with model.load_vgg16)")
+    params = model_arrays(arrays)
+    if dtype is None and params:
+        dtype = next(iter(params.values())).dtype
+    model = build(**config).to(backend, dtype)
+    try:
+        return model.load_state_dict(params)
+    except ValueError as exc:
+        raise ValueError(f"checkpoint {path} does not match its own config {config}: {exc}") from None
