@@ -39,8 +39,8 @@ def _pair(v):
 def preprocess(image) -> np.ndarray:
     """RGB uint8 (H, W, 3) -> network input float32 (3, H, W): x[c] = BGR[c] - MEAN_BGR[c]."""
     _check_image(image)
-    x = image[:, :, ::-1].astype(np.float32) - np.asarray(MEAN_BGR, dtype=np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+    x = image[:, :, ::-1].transpose(2, 0, 1) - np.asarray(MEAN_BGR)[:, None, None]  # float64, one rounding
+    return np.ascontiguousarray(x, dtype=np.float32)
 
 
 def deprocess(x) -> np.ndarray:

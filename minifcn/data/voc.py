@@ -139,7 +139,7 @@ class VOCSegmentation:
         counts = np.bincount(label.ravel(), minlength=256)
         bad = np.flatnonzero(counts[self._n_stored:IGNORE])
         if bad.size:
-            raise ValueError(f"label {self.label_path(i)} has values {list(bad + self._n_stored)} outside "
+            raise ValueError(f"label {self.label_path(i)} has values {(bad + self._n_stored).tolist()} outside "
                              f"0..{self._n_stored - 1} (classes) and 255 (void)")
         return image, self._lut[label]
 
