@@ -181,6 +181,8 @@ def test_conv2d_rejects_bad_input(backend):
         F.conv2d(a(1, 2, 5, 5, dtype="float32"), a(3, 2, 3, 3))
     with pytest.raises(ValueError, match=r"conv2d bias must have shape \(3,\), got \(2,\)"):
         F.conv2d(a(1, 2, 5, 5), a(3, 2, 3, 3), a(2))
+    with pytest.raises(ValueError, match=r"conv2d bias has dtype .*float64 but the input has dtype .*float32"):
+        F.conv2d(a(1, 2, 5, 5, dtype="float32"), a(3, 2, 3, 3, dtype="float32"), a(3))
     with pytest.raises(ValueError, match=r"stride and dilation must be >= 1 and padding >= 0.*stride=0"):
         F.conv2d(a(1, 2, 5, 5), a(3, 2, 3, 3), stride=0)
     with pytest.raises(ValueError, match=r"padding=-1"):
@@ -203,6 +205,8 @@ def test_conv_transpose2d_rejects_bad_input(backend):
         F.conv_transpose2d(a(1, 2, 3, 3, dtype="int32"), a(2, 3, 4, 4, dtype="int32"))
     with pytest.raises(ValueError, match=r"conv_transpose2d bias must have shape \(3,\)"):
         F.conv_transpose2d(a(1, 2, 3, 3), a(2, 3, 4, 4), a(2))
+    with pytest.raises(ValueError, match=r"conv_transpose2d bias has dtype .*float32 but the input has dtype .*float64"):
+        F.conv_transpose2d(a(1, 2, 3, 3), a(2, 3, 4, 4), a(3, dtype="float32"))
 
 
 # ------------------------------------------------------------------ PyTorch cross-check

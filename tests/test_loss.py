@@ -99,6 +99,22 @@ def test_loss_is_stable_for_huge_logits(backend, dtype):
     np.testing.assert_allclose(g, ref_grad, atol=tol)
 
 
+def test_float32_logits_stay_float32_with_float64_class_weights(backend):
+    logits, labels = _problem(seed=8)
+    loss, cache = F.softmax_cross_entropy(backend.asarray(logits, dtype="float32"), backend.asarray(labels),
+                                          weight=backend.asarray(np.array([0.5, 2.0, 1.0, 3.0])))
+    assert loss.dtype == backend.xp.float32
+    assert F.softmax_cross_entropy_backward(cache).dtype == backend.xp.float32
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int32", "int64"])
+def test_labels_of_any_integer_dtype(backend, dtype):
+    logits, labels = _problem(seed=9)
+    loss, _ = F.softmax_cross_entropy(backend.asarray(logits), backend.asarray(labels.astype(dtype)))
+    ref, _ = R.softmax_cross_entropy(logits, labels)
+    assert abs(float(loss) - ref) <= 1e-12 * ref
+
+
 def test_confident_right_and_wrong_predictions():
     logits = np.array([1e4, -1e4]).reshape(1, 2, 1, 1)
     right, _ = F.softmax_cross_entropy(logits, np.zeros((1, 1, 1), dtype=np.int64))

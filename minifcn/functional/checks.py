@@ -25,6 +25,11 @@ def check_same_dtype(a, b, name_a, name_b):
         raise ValueError(f"{name_a} has dtype {a.dtype} but {name_b} has dtype {b.dtype}; they must match")
 
 
-def check_bias(bias, channels, name="bias"):
-    if bias is not None and tuple(bias.shape) != (channels,):
+def check_bias(bias, channels, name="bias", like=None):
+    """Raise ValueError unless ``bias`` is None or has shape (channels,) and the dtype of ``like``."""
+    if bias is None:
+        return
+    if tuple(bias.shape) != (channels,):
         raise ValueError(f"{name} must have shape ({channels},), got {tuple(bias.shape)}")
+    if like is not None and bias.dtype != like.dtype:
+        raise ValueError(f"{name} has dtype {bias.dtype} but the input has dtype {like.dtype}; they must match")

@@ -45,7 +45,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
     if c != c_in:
         raise ValueError(f"conv2d channel mismatch: input x has C={c} channels (shape {tuple(x.shape)}) "
                          f"but weight expects C_in={c_in} (weight shape {tuple(weight.shape)})")
-    check_bias(bias, c_out, "conv2d bias")
+    check_bias(bias, c_out, "conv2d bias", like=x)
     oh = conv_output_size(h, kh, s[0], p[0], d[0])
     ow = conv_output_size(w, kw, s[1], p[1], d[1])
     if oh < 1 or ow < 1:
@@ -103,7 +103,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
     if c != c_in:
         raise ValueError(f"conv_transpose2d channel mismatch: input x has C={c} channels (shape "
                          f"{tuple(x.shape)}) but weight expects C_in={c_in} (weight shape {tuple(weight.shape)})")
-    check_bias(bias, c_out, "conv_transpose2d bias")
+    check_bias(bias, c_out, "conv_transpose2d bias", like=x)
     oh = conv_transpose_output_size(h, kh, s[0], p[0], d[0])
     ow = conv_transpose_output_size(w, kw, s[1], p[1], d[1])
     if oh < 1 or ow < 1:

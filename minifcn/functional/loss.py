@@ -47,8 +47,10 @@ def softmax_cross_entropy(logits, labels, ignore_index=255, normalize=True, weig
     xp = namespace(logits)
     dev = device(logits)
     n, c, h, w = logits.shape
-    if weight is not None and tuple(weight.shape) != (c,):
-        raise ValueError(f"class weight must have shape ({c},), got {tuple(weight.shape)}")
+    if weight is not None:
+        if tuple(weight.shape) != (c,):
+            raise ValueError(f"class weight must have shape ({c},), got {tuple(weight.shape)}")
+        weight = xp.astype(weight, logits.dtype)  # float64 weights must not promote a float32 loss
     valid = labels != ignore_index
     safe = xp.where(valid, labels, xp.zeros((), dtype=labels.dtype, device=dev))  # never gather 255
     classes = xp.reshape(xp.arange(c, dtype=labels.dtype, device=dev), (1, c, 1, 1))
