@@ -227,6 +227,23 @@ def scatter_add(target, index, values):
     return target
 
 
+# Loops over an image in bands of output rows keep their temporaries (im2col columns)
+# small enough to stay in a CPU core's cache. On a GPU one band (one big kernel) is best.
+CPU_BAND_ELEMENTS = 1 << 18     # about 1 MiB of float32 per band
+BAND_ELEMENTS = None            # set to force a band size on every backend (tests)
+
+
+def row_bands(rows, elements_per_row, like, min_rows=1):
+    """Split ``range(rows)`` into ``[(r0, r1), ...]`` bands of about ``CPU_BAND_ELEMENTS``
+    elements but at least ``min_rows`` rows (NumPy), or one band (other backends), for
+    arrays beside ``like``."""
+    target = BAND_ELEMENTS
+    if target is None:
+        target = CPU_BAND_ELEMENTS if is_numpy(like) else rows * elements_per_row
+    step = max(1, min_rows if BAND_ELEMENTS is None else 1, min(rows, target // max(1, elements_per_row)))
+    return [(r, min(r + step, rows)) for r in range(0, rows, step)]
+
+
 def as_strided(x, shape, strides_in_elements):
     """A strided view of ``x`` (NumPy/CuPy only); ``None`` where unsupported."""
     if is_numpy(x):

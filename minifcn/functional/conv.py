@@ -13,9 +13,9 @@ so the backward of one is the forward of the other (im2col <-> col2im).
 """
 from __future__ import annotations
 
-from ..backend import namespace
+from ..backend import device, namespace, row_bands
 from .checks import check_bias, check_float, check_ndim, check_same_dtype
-from .im2col import col2im, conv_output_size, conv_transpose_output_size, im2col, pair
+from .im2col import _fold_add, _unfold, col2im, conv_output_size, conv_transpose_output_size, im2col, pad2d, pair
 
 
 def _conv_params(stride, padding, dilation):
@@ -28,12 +28,21 @@ def _conv_params(stride, padding, dilation):
     return (sh, sw), (ph, pw), (dh, dw)
 
 
+MIN_BAND_COLUMNS = 1024
+
+
+def _min_band_rows(ow):
+    return -(-MIN_BAND_COLUMNS // ow)
+
+
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
     """2-D cross-correlation (what deep learning calls convolution).
 
     x: (N, C, H, W); weight: (C_out, C, KH, KW); bias: (C_out,) or None.
     Returns ``(y, cache)`` with y: (N, C_out, OH, OW); the output-size formula is in
-    the module docstring. ``cache`` holds the im2col columns and the shapes.
+    the module docstring. ``cache`` holds the input x (backward rebuilds the columns from it).
+    The columns are built and multiplied band by band of output rows (see
+    :func:`minifcn.backend.row_bands`) so that on a CPU they stay in cache.
     """
     check_ndim(x, 4, "conv2d input x", "(N, C, H, W)")
     check_ndim(weight, 4, "conv2d weight", "(C_out, C_in, KH, KW)")
@@ -52,12 +61,16 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
         raise ValueError(f"conv2d kernel {kh}x{kw} (dilation {d}) is larger than the padded input "
                          f"{h + 2 * p[0]}x{w + 2 * p[1]} (input {h}x{w}, padding {p})")
     xp = namespace(x, weight, bias)
-    cols, _ = im2col(x, (kh, kw), s, p, d)                       # (N, C*KH*KW, OH*OW)
+    xpad = pad2d(x, p)
     w2 = xp.reshape(weight, (c_out, c_in * kh * kw))
-    y = xp.reshape(w2 @ cols, (n, c_out, oh, ow))
-    if bias is not None:
-        y = y + xp.reshape(bias, (1, c_out, 1, 1))
-    cache = (cols, tuple(x.shape), weight, bias is not None, s, p, d)
+    b2 = xp.reshape(bias, (c_out, 1)) if bias is not None else None
+    y = xp.empty((n, c_out, oh, ow), dtype=x.dtype, device=device(x))
+    for r0, r1 in row_bands(oh, n * c_in * kh * kw * ow, x, _min_band_rows(ow)):
+        yb = w2 @ _unfold(xpad, (kh, kw), s, d, (r0, r1), ow)          # (N, C_out, B*OW)
+        if b2 is not None:
+            yb = yb + b2
+        y[:, :, r0:r1, :] = xp.reshape(yb, (n, c_out, r1 - r0, ow))
+    cache = (x, weight, bias is not None, s, p, d)
     return y, cache
 
 
@@ -68,19 +81,29 @@ def conv2d_backward(dy, cache, need_dx=True, need_dweight=True):
     dweight = sum_n dy[n] @ cols[n]^T, dx = col2im(weight^T @ dy), dbias = sum of dy
     over (N, OH, OW); dbias is None when the forward had no bias. ``need_dx=False`` /
     ``need_dweight=False`` skip (and return None for) a gradient nobody needs.
+    The columns are rebuilt from the cached input x, band by band, never stored.
     """
-    cols, x_shape, weight, has_bias, s, p, d = cache
+    x, weight, has_bias, s, p, d = cache
     xp = namespace(dy, weight)
     n, c_out, oh, ow = dy.shape
     _, c_in, kh, kw = weight.shape
-    dy2 = xp.reshape(dy, (n, c_out, oh * ow))
-    w2 = xp.reshape(weight, (c_out, c_in * kh * kw))
-    dweight = dx = None
+    h, w = x.shape[2:]
+    w2t = xp.matrix_transpose(xp.reshape(weight, (c_out, c_in * kh * kw)))
+    dw2 = dxpad = None
     if need_dweight:
-        dweight = xp.reshape(xp.sum(dy2 @ xp.matrix_transpose(cols), axis=0), weight.shape)
+        xpad = pad2d(x, p)
+        dw2 = xp.zeros((c_in * kh * kw, c_out), dtype=dy.dtype, device=device(dy))
     if need_dx:
-        dcols = xp.matrix_transpose(w2) @ dy2                      # (N, C*KH*KW, OH*OW)
-        dx = col2im(dcols, x_shape, (kh, kw), s, p, d)
+        dxpad = xp.zeros((n, c_in, h + 2 * p[0], w + 2 * p[1]), dtype=dy.dtype, device=device(dy))
+    for r0, r1 in row_bands(oh, n * c_in * kh * kw * ow, dy, _min_band_rows(ow)):
+        dyb = xp.reshape(dy[:, :, r0:r1, :], (n, c_out, (r1 - r0) * ow))
+        if need_dweight:       # dweight^T += cols @ dy^T: a (C*KH*KW, C_out) result, summed over N
+            cols = _unfold(xpad, (kh, kw), s, d, (r0, r1), ow)
+            dw2 += xp.sum(cols @ xp.matrix_transpose(dyb), axis=0)
+        if need_dx:
+            _fold_add(dxpad, w2t @ dyb, (kh, kw), s, d, (r0, r1), ow)
+    dweight = xp.reshape(xp.matrix_transpose(dw2), weight.shape) if need_dweight else None
+    dx = dxpad[:, :, p[0]:p[0] + h, p[1]:p[1] + w] if need_dx else None
     dbias = xp.sum(dy, axis=(0, 2, 3)) if has_bias else None
     return dx, dweight, dbias
 

@@ -51,6 +51,34 @@ def _window(start, count, step):
     return slice(start, start + step * (count - 1) + 1, step)
 
 
+def _unfold(xpad, kernel, stride, dilation, rows, ow):
+    """im2col of the output rows ``rows = (r0, r1)`` of an already padded input.
+
+    xpad: (N, C, HP, WP) -> (N, C*KH*KW, (r1 - r0)*OW), one strided slice per kernel offset.
+    """
+    (kh, kw), (sh, sw), (dh, dw), (r0, r1) = kernel, stride, dilation, rows
+    xp = namespace(xpad)
+    n, c = xpad.shape[:2]
+    cols = xp.empty((n, c, kh, kw, r1 - r0, ow), dtype=xpad.dtype, device=device(xpad))
+    for ky in range(kh):
+        rs = _window(r0 * sh + ky * dh, r1 - r0, sh)
+        for kx in range(kw):
+            cols[:, :, ky, kx, :, :] = xpad[:, :, rs, _window(kx * dw, ow, sw)]
+    return xp.reshape(cols, (n, c * kh * kw, (r1 - r0) * ow))
+
+
+def _fold_add(outpad, cols, kernel, stride, dilation, rows, ow):
+    """Adjoint of :func:`_unfold`: ``outpad += col2im(cols)`` for output rows ``rows``, in place."""
+    (kh, kw), (sh, sw), (dh, dw), (r0, r1) = kernel, stride, dilation, rows
+    xp = namespace(cols)
+    n, c = outpad.shape[:2]
+    cols = xp.reshape(cols, (n, c, kh, kw, r1 - r0, ow))
+    for ky in range(kh):
+        rs = _window(r0 * sh + ky * dh, r1 - r0, sh)
+        for kx in range(kw):
+            outpad[:, :, rs, _window(kx * dw, ow, sw)] += cols[:, :, ky, kx, :, :]
+
+
 def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
     """Unfold the sliding windows of ``x`` into columns.
 
@@ -59,21 +87,11 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
     order of a (C_out, C, KH, KW) weight flattened to (C_out, C*KH*KW). Padding is
     zeros. Returns ``(cols, (OH, OW))``.
     """
-    kh, kw = pair(kernel_size, "kernel_size")
-    sh, sw = pair(stride, "stride")
-    dh, dw = pair(dilation, "dilation")
-    n, c, h, w = x.shape
-    ph, pw = pair(padding, "padding")
-    oh = conv_output_size(h, kh, sh, ph, dh)
-    ow = conv_output_size(w, kw, sw, pw, dw)
-    xp = namespace(x)
-    xpad = pad2d(x, (ph, pw))
-    cols = xp.empty((n, c, kh, kw, oh, ow), dtype=x.dtype, device=device(x))
-    for ky in range(kh):
-        rows = _window(ky * dh, oh, sh)
-        for kx in range(kw):
-            cols[:, :, ky, kx, :, :] = xpad[:, :, rows, _window(kx * dw, ow, sw)]
-    return xp.reshape(cols, (n, c * kh * kw, oh * ow)), (oh, ow)
+    k, s = pair(kernel_size, "kernel_size"), pair(stride, "stride")
+    d, p = pair(dilation, "dilation"), pair(padding, "padding")
+    oh = conv_output_size(x.shape[2], k[0], s[0], p[0], d[0])
+    ow = conv_output_size(x.shape[3], k[1], s[1], p[1], d[1])
+    return _unfold(pad2d(x, p), k, s, d, (0, oh), ow), (oh, ow)
 
 
 def col2im(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
@@ -82,20 +100,14 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
     cols: (N, C*KH*KW, OH*OW) -> x: (N, C, H, W) with ``x_shape = (N, C, H, W)``.
     OH, OW are those of :func:`im2col` on an input of ``x_shape``.
     """
-    kh, kw = pair(kernel_size, "kernel_size")
-    sh, sw = pair(stride, "stride")
-    dh, dw = pair(dilation, "dilation")
-    ph, pw = pair(padding, "padding")
+    k, s = pair(kernel_size, "kernel_size"), pair(stride, "stride")
+    d, (ph, pw) = pair(dilation, "dilation"), pair(padding, "padding")
     n, c, h, w = x_shape
-    oh = conv_output_size(h, kh, sh, ph, dh)
-    ow = conv_output_size(w, kw, sw, pw, dw)
+    oh = conv_output_size(h, k[0], s[0], ph, d[0])
+    ow = conv_output_size(w, k[1], s[1], pw, d[1])
     xp = namespace(cols)
-    cols = xp.reshape(cols, (n, c, kh, kw, oh, ow))
     out = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype, device=device(cols))
-    for ky in range(kh):
-        rows = _window(ky * dh, oh, sh)
-        for kx in range(kw):
-            out[:, :, rows, _window(kx * dw, ow, sw)] += cols[:, :, ky, kx, :, :]
+    _fold_add(out, cols, k, s, d, (0, oh), ow)
     if ph or pw:
         out = out[:, :, ph:ph + h, pw:pw + w]
     return out

@@ -1,0 +1,88 @@
+"""The performance paths give the same numbers as the plain ones, on every backend.
+
+* conv2d works in bands of output rows (``minifcn.backend.row_bands``) so that on a CPU
+  its im2col columns stay in cache; forcing one-row bands everywhere must change
+  nothing but rounding, and the banded backward must pass a float64 gradient check.
+* conv_transpose2d splits its kernel into stride phases (one matmul, then a
+  pixel-shuffle); it must agree with the plain col2im definition.
+* max_pool2d finds its winners in backward by comparing slices with the output;
+  ties still go to the first kernel offset.
+"""
+import numpy as np
+import pytest
+
+import reference as R
+from minifcn import backend as B
+from minifcn import functional as F
+from minifcn.backend import to_numpy
+from minifcn.functional.im2col import col2im
+from minifcn.gradcheck import check_backward
+
+# (x shape, weight shape, stride, padding, dilation): FCN shapes in miniature
+CONV_CASES = [
+    ((1, 3, 6, 5), (4, 3, 3, 3), 1, 3, 1),       # conv1_1-like: padding larger than the kernel
+    ((2, 2, 7, 6), (3, 2, 3, 3), 1, 1, 1),       # 3x3 same-padding, batch 2
+    ((1, 4, 9, 9), (5, 4, 7, 7), 1, 0, 1),       # fc6-like: 7x7 valid
+    ((1, 2, 8, 7), (2, 2, 3, 2), 2, (1, 0), 2),  # stride and dilation
+]
+
+
+def _conv_all(backend, case, bias=True):
+    x_shape, w_shape, s, p, d = case
+    rng = np.random.default_rng(3)
+    x, w = backend.asarray(rng.standard_normal(x_shape)), backend.asarray(rng.standard_normal(w_shape))
+    b = backend.asarray(rng.standard_normal(w_shape[0])) if bias else None
+    y, cache = F.conv2d(x, w, b, s, p, d)
+    dy = backend.asarray(rng.standard_normal(tuple(y.shape)))
+    return (y,) + F.conv2d_backward(dy, cache)
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv2d_banded_equals_one_band(backend, case, monkeypatch):
+    monkeypatch.setattr(B, "BAND_ELEMENTS", 10**12)
+    whole = _conv_all(backend, case)
+    monkeypatch.setattr(B, "BAND_ELEMENTS", 1)       # one output row per band
+    banded = _conv_all(backend, case)
+    for a, b in zip(banded, whole):
+        R.assert_close(a, to_numpy(b), atol=1e-12, rtol=1e-12)
+
+
+def test_row_bands_cover_the_rows_once(monkeypatch):
+    like = np.zeros(1, np.float32)
+    monkeypatch.setattr(B, "CPU_BAND_ELEMENTS", 100)
+    bands = B.row_bands(23, 30, like)
+    assert bands[0][0] == 0 and bands[-1][1] == 23
+    assert all(a[1] == b[0] for a, b in zip(bands, bands[1:]))
+    assert [r1 - r0 for r0, r1 in bands] == [3] * 7 + [2]
+    assert B.row_bands(23, 30, like, min_rows=10) == [(0, 10), (10, 20), (20, 23)]
+    monkeypatch.setattr(B, "BAND_ELEMENTS", None)
+    strict = pytest.importorskip("array_api_strict")
+    assert B.row_bands(23, 30, strict.zeros(1)) == [(0, 23)]    # non-CPU-NumPy: one band
+
+
+@pytest.mark.parametrize("case", [((1, 2, 3, 4), (2, 2, 3, 3), 1, 2, 1), ((2, 1, 5, 3), (2, 1, 3, 2), 2, 1, 1)])
+def test_conv2d_banded_gradcheck(backend, case, monkeypatch):
+    monkeypatch.setattr(B, "BAND_ELEMENTS", 1)
+    x_shape, w_shape, s, p, d = case
+    rng = np.random.default_rng(5)
+    x, w, b = (backend.asarray(rng.standard_normal(sh)) for sh in (x_shape, w_shape, (w_shape[0],)))
+
+    def forward(x, w, b):
+        return F.conv2d(x, w, b, s, p, d)
+
+    report = check_backward(forward, F.conv2d_backward, [x, w, b], seed=1)
+    assert report.ok, report
+
+
+@pytest.mark.parametrize("case", [((1, 2, 6, 8), 2, 2, 0, True),    # windows tile the input exactly
+                                  ((2, 1, 5, 7), 2, 2, 0, True),    # ceil mode pads with -inf
+                                  ((1, 1, 6, 6), 3, 2, 1, False)])  # overlapping windows
+def test_max_pool2d_ties_go_to_the_first_offset(backend, case):
+    shape, k, s, p, ceil = case
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 3, shape).astype(np.float64)                 # many ties
+    y, cache = F.max_pool2d(backend.asarray(x), k, s, p, ceil)
+    y_ref, winners = R.max_pool2d(x, k, s, p, ceil)
+    R.assert_close(y, y_ref)
+    dy = rng.standard_normal(y_ref.shape)
+    R.assert_close(F.max_pool2d_backward(backend.asarray(dy), cache), R.max_pool2d_backward(dy, shape, winners))
