@@ -7,9 +7,10 @@ x: (N, C, H, W) -> y: (N, C, OH, OW) with kernel KH x KW, stride S, padding P:
          window would start at or past H + P               (ceil_mode=True)
 
 Windows that hang over the edge see -inf there, so only real pixels can win.
-The forward pass is KH*KW strided slices of the whole batch; it records which
-kernel offset won each window, and the backward sends each dy to that one winner
-(ties go to the first offset in row-major order).
+The forward pass is the element-wise maximum of KH*KW strided slices of the whole
+batch; the backward finds which kernel offset won each window by comparing those
+slices with the output, and sends each dy to that one winner (ties go to the first
+offset in row-major order).
 """
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False):
     """Max pooling. x: (N, C, H, W) -> ``(y, cache)``, y: (N, C, OH, OW).
 
     ``stride`` defaults to ``kernel_size``; ``padding`` must be at most half the kernel.
-    ``cache`` holds the winning kernel offset (ky*KW + kx) of every window.
+    ``cache`` holds the (padded) input and the output: backward finds the winners by
+    comparing them, so no index array is stored.
     """
     check_ndim(x, 4, "max_pool2d input x", "(N, C, H, W)")
     check_float(x, "max_pool2d input x")
@@ -53,39 +55,58 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False):
                          f"{h + 2 * ph}x{w + 2 * pw} (input shape {tuple(x.shape)})")
     xp = namespace(x)
     # Pad with -inf: P on the top/left, and on the bottom/right whatever the last
-    # (ceil-mode) window needs beyond the input.
+    # (ceil-mode) window needs beyond the input. Most FCN pools need no padding at all.
     hp = max(h + 2 * ph, (oh - 1) * sh + kh)
     wp = max(w + 2 * pw, (ow - 1) * sw + kw)
-    xpad = xp.full((n, c, hp, wp), -xp.inf, dtype=x.dtype, device=device(x))
-    xpad[:, :, ph:ph + h, pw:pw + w] = x
-    y = None
-    for k in range(kh * kw):
-        ky, kx = divmod(k, kw)
-        v = xpad[:, :, _window(ky, oh, sh), _window(kx, ow, sw)]
-        if y is None:
-            y = xp.asarray(v, copy=True)
-            arg = xp.zeros((n, c, oh, ow), dtype=xp.int32, device=device(x))
-        else:
-            better = v > y
-            y = xp.where(better, v, y)
-            arg = xp.where(better, xp.asarray(k, dtype=xp.int32, device=device(x)), arg)
-    cache = (arg, tuple(x.shape), (hp, wp), (kh, kw), (sh, sw), (ph, pw))
+    xpad = x
+    if (hp, wp) != (h, w):
+        xpad = xp.full((n, c, hp, wp), -xp.inf, dtype=x.dtype, device=device(x))
+        xpad[:, :, ph:ph + h, pw:pw + w] = x
+    views = _window_views(xpad, (kh, kw), (sh, sw), (oh, ow))
+    y = views[0] if len(views) == 1 else xp.maximum(views[0], views[1])
+    for v in views[2:]:
+        y = xp.maximum(y, v)
+    cache = (xpad, y, tuple(x.shape), (kh, kw), (sh, sw), (ph, pw))
     return y, cache
+
+
+def _window_views(xpad, kernel, stride, out_size):
+    """The KH*KW strided slices ``xpad[:, :, ky::S, kx::S]`` (OH x OW each), in row-major offset order."""
+    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_size
+    return [xpad[:, :, _window(ky, oh, sh), _window(kx, ow, sw)] for ky in range(kh) for kx in range(kw)]
 
 
 def max_pool2d_backward(dy, cache):
     """Gradient of :func:`max_pool2d`: dy (N, C, OH, OW) -> dx (N, C, H, W).
 
     dx[window winner] += dy[window]; every other input pixel of the window gets 0.
+    The winner of a window is the first kernel offset whose value equals the maximum.
     """
-    arg, x_shape, (hp, wp), (kh, kw), (sh, sw), (ph, pw) = cache
+    xpad, y, x_shape, (kh, kw), (sh, sw), (ph, pw) = cache
     xp = namespace(dy)
     n, c, h, w = x_shape
-    oh, ow = arg.shape[2:]
-    dxpad = xp.zeros((n, c, hp, wp), dtype=dy.dtype, device=device(dy))
+    oh, ow = y.shape[2:]
+    hp, wp = xpad.shape[2:]
+    # Windows that tile the padded input exactly (stride = kernel, no remainder) write
+    # every element once, so dx needs no zero fill and no accumulation.
+    tiles = (sh, sw) == (kh, kw) and (hp, wp) == (oh * sh, ow * sw)
+    dxpad = (xp.empty if tiles else xp.zeros)((n, c, hp, wp), dtype=dy.dtype, device=device(dy))
     zero = xp.zeros((), dtype=dy.dtype, device=device(dy))
-    for k in range(kh * kw):
+    views = _window_views(xpad, (kh, kw), (sh, sw), (oh, ow))
+    taken = None
+    for k, v in enumerate(views):
+        win = v == y
+        if taken is not None:
+            win = xp.logical_and(win, xp.logical_not(taken))
+        if k < len(views) - 1:
+            taken = win if taken is None else xp.logical_or(taken, win)
+        g = xp.where(win, dy, zero)
         ky, kx = divmod(k, kw)
-        dxpad[:, :, _window(ky, oh, sh), _window(kx, ow, sw)] += xp.where(arg == k, dy, zero)
+        idx = (slice(None), slice(None), _window(ky, oh, sh), _window(kx, ow, sw))
+        if tiles:
+            dxpad[idx] = g
+        else:
+            dxpad[idx] += g
+    if (hp, wp) == (h, w):
+        return dxpad
     return dxpad[:, :, ph:ph + h, pw:pw + w]
-
