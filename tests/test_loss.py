@@ -115,6 +115,17 @@ def test_labels_of_any_integer_dtype(backend, dtype):
     assert abs(float(loss) - ref) <= 1e-12 * ref
 
 
+def test_minus_inf_logits_of_other_classes_and_of_ignored_pixels(backend):
+    logits = np.zeros((1, 3, 1, 3))
+    logits[0, 2, 0, :] = -np.inf                      # class 2 impossible everywhere
+    labels = np.array([[[0, 1, 255]]])
+    loss, cache = F.softmax_cross_entropy(backend.asarray(logits), backend.asarray(labels))
+    assert abs(float(loss) - np.log(2.0)) < 1e-15
+    g = to_numpy(F.softmax_cross_entropy_backward(cache))
+    expected = np.array([[-0.25, 0.25, 0.0], [0.25, -0.25, 0.0], [0.0, 0.0, 0.0]]).reshape(1, 3, 1, 3)
+    np.testing.assert_array_equal(g, expected)
+
+
 def test_confident_right_and_wrong_predictions():
     logits = np.array([1e4, -1e4]).reshape(1, 2, 1, 1)
     right, _ = F.softmax_cross_entropy(logits, np.zeros((1, 1, 1), dtype=np.int64))

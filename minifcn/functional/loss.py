@@ -52,15 +52,18 @@ def softmax_cross_entropy(logits, labels, ignore_index=255, normalize=True, weig
             raise ValueError(f"class weight must have shape ({c},), got {tuple(weight.shape)}")
         weight = xp.astype(weight, logits.dtype)  # float64 weights must not promote a float32 loss
     valid = labels != ignore_index
-    safe = xp.where(valid, labels, xp.zeros((), dtype=labels.dtype, device=dev))  # never gather 255
     classes = xp.reshape(xp.arange(c, dtype=labels.dtype, device=dev), (1, c, 1, 1))
-    onehot = xp.astype(xp.expand_dims(safe, axis=1) == classes, logits.dtype)  # (N, C, H, W)
+    # one-hot targets by comparison (no gather, so 255 is never used as an index); all zero on ignored pixels
+    hit = (xp.expand_dims(labels, axis=1) == classes) & xp.expand_dims(valid, axis=1)  # (N, C, H, W)
+    onehot = xp.astype(hit, logits.dtype)
     pixel_w = xp.astype(valid, logits.dtype)                                   # (N, H, W)
     if weight is not None:
         pixel_w = pixel_w * xp.sum(onehot * xp.reshape(weight, (1, c, 1, 1)), axis=1)
     z = logits - xp.max(logits, axis=1, keepdims=True)
     lse = xp.log(xp.sum(xp.exp(z), axis=1, keepdims=True))
-    logp_label = xp.sum((z - lse) * onehot, axis=1)                           # (N, H, W)
+    # select, not multiply: a -inf logit of another class must not turn 0 * -inf into NaN
+    zero = xp.zeros((), dtype=logits.dtype, device=dev)
+    logp_label = xp.sum(xp.where(hit, z - lse, zero), axis=1)                 # (N, H, W)
     if normalize:
         denom = xp.sum(pixel_w)
         denom = xp.where(denom > 0, denom, xp.ones((), dtype=logits.dtype, device=dev))
