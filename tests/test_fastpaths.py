@@ -86,3 +86,31 @@ def test_max_pool2d_ties_go_to_the_first_offset(backend, case):
     R.assert_close(y, y_ref)
     dy = rng.standard_normal(y_ref.shape)
     R.assert_close(F.max_pool2d_backward(backend.asarray(dy), cache), R.max_pool2d_backward(dy, shape, winners))
+
+
+# (x shape, weight shape (C_in, C_out, KH, KW), stride, padding, dilation)
+CONVT_CASES = [
+    ((1, 3, 4, 5), (3, 3, 16, 16), 8, 0, 1),      # FCN upscore8
+    ((2, 2, 3, 3), (2, 3, 4, 4), 2, 1, 1),        # upscore2 with padding
+    ((1, 2, 3, 2), (2, 1, 5, 3), (3, 2), (1, 0), (1, 2)),   # kernel not a multiple of the stride, dilation
+    ((1, 1, 2, 3), (1, 2, 2, 2), 3, 0, 1),        # stride > kernel leaves gaps
+]
+
+
+@pytest.mark.parametrize("case", CONVT_CASES)
+def test_conv_transpose2d_phases_equal_col2im(backend, case):
+    """y = col2im(W^T x) and, by adjointness, dx = W im2col(dy), dW = x im2col(dy)^T."""
+    x_shape, w_shape, s, p, d = case
+    rng = np.random.default_rng(4)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    n, c_in, h, wd = x_shape
+    _, c_out, kh, kw = w_shape
+    y, cache = F.conv_transpose2d(backend.asarray(x), backend.asarray(w), None, s, p, d)
+    oh, ow = y.shape[2:]
+    cols = np.swapaxes(w.reshape(c_in, -1), 0, 1) @ x.reshape(n, c_in, h * wd)
+    R.assert_close(y, to_numpy(col2im(cols, (n, c_out, oh, ow), (kh, kw), s, p, d)))
+    dy = rng.standard_normal((n, c_out, oh, ow))
+    dx, dw, _ = F.conv_transpose2d_backward(backend.asarray(dy), cache)
+    dcols, _ = F.im2col(dy, (kh, kw), s, p, d)
+    R.assert_close(dx, (w.reshape(c_in, -1) @ dcols).reshape(x_shape))
+    R.assert_close(dw, np.sum(x.reshape(n, c_in, -1) @ np.swapaxes(dcols, 1, 2), axis=0).reshape(w_shape))

@@ -7,6 +7,7 @@ conv2d:            x (N, C, H, W), weight (C_out, C, KH, KW)  -> y (N, C_out, OH
 conv_transpose2d:  x (N, C_in, H, W), weight (C_in, C_out, KH, KW) -> y (N, C_out, OH, OW)
     OH = (H - 1)S - 2P + D(KH - 1) + 1
     y[n] = col2im(weight.reshape(C_in, C_out*KH*KW)^T @ x[n])   (+ bias)
+    computed as S*S stride-1 "phase" convolutions in one conv2d, then a pixel shuffle
 
 The transposed convolution *is* the gradient of conv2d with respect to its input,
 so the backward of one is the forward of the other (im2col <-> col2im).
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from ..backend import device, namespace, row_bands
 from .checks import check_bias, check_float, check_ndim, check_same_dtype
-from .im2col import _fold_add, _unfold, col2im, conv_output_size, conv_transpose_output_size, im2col, pad2d, pair
+from .im2col import _fold_add, _unfold, _window, conv_output_size, conv_transpose_output_size, pad2d, pair
 
 
 def _conv_params(stride, padding, dilation):
@@ -115,6 +116,10 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
     Each input pixel scatters a copy of its kernel, scaled by its value, into the
     output at stride S; overlaps add; P rows/columns are then cropped from each side.
     Returns ``(y, cache)`` with y: (N, C_out, OH, OW), OH = (H - 1)S - 2P + D(KH - 1) + 1.
+
+    Computed as one stride-1 :func:`conv2d` of x with the S*S phase kernels stacked as
+    output channels, followed by a pixel shuffle (see :func:`_phase_weight`); this equals
+    ``col2im(weight.reshape(C_in, -1)^T @ x)`` without its C_out*KH*KW x H*W columns.
     """
     check_ndim(x, 4, "conv_transpose2d input x", "(N, C_in, H, W)")
     check_ndim(weight, 4, "conv_transpose2d weight", "(C_in, C_out, KH, KW)")
@@ -133,32 +138,67 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
         raise ValueError(f"conv_transpose2d output would be {oh}x{ow}: padding {p} is too large for "
                          f"input {h}x{w}, kernel {kh}x{kw}, stride {s}")
     xp = namespace(x, weight, bias)
-    w2 = xp.reshape(weight, (c_in, c_out * kh * kw))
-    cols = xp.matrix_transpose(w2) @ xp.reshape(x, (n, c_in, h * w))   # (N, C_out*KH*KW, H*W)
-    y = col2im(cols, (n, c_out, oh, ow), (kh, kw), s, p, d)
+    wq, (qh, qw) = _phase_weight(weight, s, d)
+    yq, conv_cache = conv2d(x, wq, None, 1, (qh - 1, qw - 1))       # (N, C_out*SH*SW, BH, BW)
+    y = _pixel_shuffle(yq, c_out, s)[:, :, p[0]:p[0] + oh, p[1]:p[1] + ow]
     if bias is not None:
         y = y + xp.reshape(bias, (1, c_out, 1, 1))
-    cache = (x, weight, bias is not None, s, p, d)
+    cache = (conv_cache, tuple(weight.shape), tuple(yq.shape[2:]), bias is not None, s, p, d)
     return y, cache
 
 
 def conv_transpose2d_backward(dy, cache, need_dx=True, need_dweight=True):
     """Gradients of :func:`conv_transpose2d`.
 
-    dy: (N, C_out, OH, OW) -> ``(dx, dweight, dbias)``: with cols = im2col(dy),
-    dx[n] = weight.reshape(C_in, -1) @ cols[n] (an ordinary convolution of dy) and
-    dweight = sum_n x[n] @ cols[n]^T. ``need_dx`` / ``need_dweight`` as in :func:`conv2d_backward`.
+    dy: (N, C_out, OH, OW) -> ``(dx, dweight, dbias)``. Undo the crop (zeros) and the
+    pixel shuffle, then take the gradients of the phase convolution and fold the phase
+    kernel's gradient back into (C_in, C_out, KH, KW). ``need_dx`` / ``need_dweight``
+    as in :func:`conv2d_backward`.
     """
-    x, weight, has_bias, s, p, d = cache
-    xp = namespace(dy, weight)
-    n, c_in, h, w = x.shape
-    _, c_out, kh, kw = weight.shape
-    cols, _ = im2col(dy, (kh, kw), s, p, d)                        # (N, C_out*KH*KW, H*W)
-    w2 = xp.reshape(weight, (c_in, c_out * kh * kw))
-    dx = xp.reshape(w2 @ cols, (n, c_in, h, w)) if need_dx else None
-    dweight = None
-    if need_dweight:
-        x2 = xp.reshape(x, (n, c_in, h * w))
-        dweight = xp.reshape(xp.sum(x2 @ xp.matrix_transpose(cols), axis=0), weight.shape)
+    conv_cache, w_shape, (bh, bw), has_bias, s, p, d = cache
+    xp = namespace(dy)
+    n, c_out, oh, ow = dy.shape
+    dfull = xp.zeros((n, c_out, bh * s[0], bw * s[1]), dtype=dy.dtype, device=device(dy))
+    dfull[:, :, p[0]:p[0] + oh, p[1]:p[1] + ow] = dy
+    dq = xp.reshape(xp.permute_dims(xp.reshape(dfull, (n, c_out, bh, s[0], bw, s[1])), (0, 1, 3, 5, 2, 4)),
+                    (n, c_out * s[0] * s[1], bh, bw))
+    dx, dwq, _ = conv2d_backward(dq, conv_cache, need_dx, need_dweight)
+    dweight = _phase_weight_grad(dwq, w_shape, s, d) if need_dweight else None
     dbias = xp.sum(dy, axis=(0, 2, 3)) if has_bias else None
     return dx, dweight, dbias
+
+
+# A transposed convolution with stride S is S*S ordinary stride-1 convolutions, one per
+# output phase (ry, rx) = (oy mod SH, ox mod SW): output row oy = (iy + qy)*SH + ry gets
+# kernel row ky = qy*SH + ry from input row iy. Stacking the phase kernels as output
+# channels gives ONE convolution of x (padding Q - 1, Q = ceil(KH_dilated / SH) taps per
+# phase); a pixel shuffle then interleaves the phases into the (SH*BH, SW*BW) output.
+def _phase_weight(weight, s, d):
+    """(C_in, C_out, KH, KW) -> the phase kernel (C_out*SH*SW, C_in, QH, QW), and (QH, QW)."""
+    xp = namespace(weight)
+    c_in, c_out, kh, kw = weight.shape
+    kdh, kdw = d[0] * (kh - 1) + 1, d[1] * (kw - 1) + 1                # dilated kernel size
+    qh, qw = -(-kdh // s[0]), -(-kdw // s[1])
+    wp = xp.zeros((c_in, c_out, qh * s[0], qw * s[1]), dtype=weight.dtype, device=device(weight))
+    wp[:, :, _window(0, kh, d[0]), _window(0, kw, d[1])] = weight      # dilate, pad to Q*S taps
+    w6 = xp.flip(xp.reshape(wp, (c_in, c_out, qh, s[0], qw, s[1])), axis=(2, 4))  # tap q -> Q-1-q
+    wq = xp.permute_dims(w6, (1, 3, 5, 0, 2, 4))                          # (C_out, SH, SW, C_in, QH, QW)
+    return xp.reshape(wq, (c_out * s[0] * s[1], c_in, qh, qw)), (qh, qw)
+
+
+def _phase_weight_grad(dwq, w_shape, s, d):
+    """Adjoint of :func:`_phase_weight`: (C_out*SH*SW, C_in, QH, QW) -> (C_in, C_out, KH, KW)."""
+    xp = namespace(dwq)
+    c_in, c_out, kh, kw = w_shape
+    qh, qw = dwq.shape[2:]
+    w6 = xp.permute_dims(xp.reshape(dwq, (c_out, s[0], s[1], c_in, qh, qw)), (3, 0, 4, 1, 5, 2))
+    wp = xp.reshape(xp.flip(w6, axis=(2, 4)), (c_in, c_out, qh * s[0], qw * s[1]))
+    return wp[:, :, _window(0, kh, d[0]), _window(0, kw, d[1])]
+
+
+def _pixel_shuffle(yq, c_out, s):
+    """(N, C_out*SH*SW, BH, BW) phase planes -> (N, C_out, BH*SH, BW*SW), y[.., b*S + r, ..] = plane r at b."""
+    xp = namespace(yq)
+    n, _, bh, bw = yq.shape
+    y6 = xp.permute_dims(xp.reshape(yq, (n, c_out, s[0], s[1], bh, bw)), (0, 1, 4, 2, 5, 3))
+    return xp.reshape(y6, (n, c_out, bh * s[0], bw * s[1]))
