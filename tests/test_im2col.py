@@ -74,3 +74,15 @@ def test_pad2d(backend):
     y = to_numpy(F.pad2d(backend.asarray(x), (1, 2), value=-1.0))
     np.testing.assert_array_equal(y, np.pad(x, ((0, 0), (0, 0), (1, 1), (2, 2)), constant_values=-1.0))
     R.assert_close(F.pad2d(backend.asarray(x), 0), x, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("shape,k,s,p,d", CASES)
+def test_im2col_and_col2im_agree_with_torch_unfold_and_fold(shape, k, s, p, d):
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(2).standard_normal(shape)
+    cols, _ = F.im2col(x, k, s, p, d)
+    ref = torch.nn.functional.unfold(torch.tensor(x), k, dilation=d, padding=p, stride=s).numpy()
+    R.assert_close(cols, ref, atol=0, rtol=0)
+    c = np.random.default_rng(3).standard_normal(cols.shape)
+    folded = torch.nn.functional.fold(torch.tensor(c), shape[2:], k, dilation=d, padding=p, stride=s).numpy()
+    R.assert_close(F.col2im(c, shape, k, s, p, d), folded)
