@@ -271,6 +271,10 @@ def test_staged_training_copies_shared_parameters():
     assert np.any(m16.fc7.weight.data)
     with pytest.raises(ValueError, match="from a FCN16s, got FCN32s"):
         FCN8s.from_fcn16s(m32)
+    fc6 = m32.fc6.weight.data.astype(np.float64)
+    on_device = FCN16s.from_fcn32s(m32.to("strict:device1", "float64"))    # keeps backend and dtype
+    assert backend_of(on_device.fc6.weight.data).name == "strict:device1"
+    assert np.array_equal(to_numpy(on_device.fc6.weight.data), fc6)
 
 
 # --- backends ----------------------------------------------------------------------------

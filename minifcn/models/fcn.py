@@ -187,7 +187,7 @@ class FCN(VGG16):
                              f"got {type(source).__name__}")
         config = {k: v for k, v in source.config.items() if k != "name"}
         like = source.score_fr.weight.data
-        model = cls(**config).to(backend_of(like), like.dtype)
+        model = cls(**config).to(backend_of(like), str(like.dtype).rsplit(".", 1)[-1])   # "float32"
         ours = dict(model.named_parameters())
         for name, p in source.named_parameters():
             if name in ours and ours[name].shape == p.shape:
