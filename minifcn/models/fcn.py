@@ -46,9 +46,7 @@ class SkipSpec:
 @dataclasses.dataclass
 class _Skip:
     spec: SkipSpec
-    up: ConvTranspose2d
-    score: Conv2d
-    crop: Crop
+    crop: Crop       # aligns the skip's score with the upsampled h
 
 
 class FCN(VGG16):
@@ -73,10 +71,9 @@ class FCN(VGG16):
         self.score_fr = Conv2d(self.out_channels, n_class, 1, init="zeros")
         self.skips = []
         for spec in self.SKIPS:
-            tap_channels = self.channels_at(spec.tap)
-            up = self._upsampling(spec.up, *self.UP2)
-            score = self._add_layer(spec.score, Conv2d(tap_channels, n_class, 1, init="zeros"))
-            self.skips.append(_Skip(spec, up, score, Crop((0, 0))))
+            self._upsampling(spec.up, *self.UP2)
+            setattr(self, spec.score, Conv2d(self.channels_at(spec.tap), n_class, 1, init="zeros"))
+            self.skips.append(_Skip(spec, Crop((0, 0))))
         self._upsampling(*self.FINAL)
         self.crop_final = Crop((0, 0))
         offsets = self.crop_offsets()
@@ -84,14 +81,10 @@ class FCN(VGG16):
             skip.crop.offset = offsets[skip.spec.score]
         self.crop_final.offset = offsets[self.FINAL[0]]
 
-    def _add_layer(self, name, layer):
-        setattr(self, name, layer)
-        return layer
-
     def _upsampling(self, name, kernel, stride):
         n = self.n_class
-        return self._add_layer(name, ConvTranspose2d(n, n, kernel, stride, bias=False, init="bilinear",
-                                                     frozen=not self.learn_upsampling))
+        setattr(self, name, ConvTranspose2d(n, n, kernel, stride, bias=False, init="bilinear",
+                                            frozen=not self.learn_upsampling))
 
     @property
     def upscore_final(self) -> ConvTranspose2d:
@@ -113,9 +106,10 @@ class FCN(VGG16):
         path = self.trunk_until("drop7") + [self.score_fr]
         offsets = {}
         for skip in self.skips:
-            path = path + [skip.up]
-            branch = self.trunk_until(skip.spec.tap) + [skip.score]
-            offsets[skip.spec.score] = crop_offset(compose(branch), compose(path))
+            spec = skip.spec
+            path = path + [getattr(self, spec.up)]
+            branch = self.trunk_until(spec.tap) + [getattr(self, spec.score)]
+            offsets[spec.score] = crop_offset(compose(branch), compose(path))
         offsets[self.FINAL[0]] = crop_offset(compose(path + [self.upscore_final]), IDENTITY)
         return offsets
 
@@ -126,11 +120,12 @@ class FCN(VGG16):
         h, taps = self.forward_trunk(x, taps={s.spec.tap for s in self.skips})
         h = self.score_fr(h)
         for skip in self.skips:
-            h = skip.up(h)
-            pool = taps[skip.spec.tap]
-            if skip.spec.scale != 1.0:
-                pool = pool * skip.spec.scale
-            h = h + skip.crop(skip.score(pool), h.shape[2:])
+            spec = skip.spec
+            h = getattr(self, spec.up)(h)
+            pool = taps[spec.tap]
+            if spec.scale != 1.0:
+                pool = pool * spec.scale
+            h = h + skip.crop(getattr(self, spec.score)(pool), h.shape[2:])
         h = self.upscore_final(h)
         self._out_shape = (x.shape[0], self.n_class, *x.shape[2:])
         return self.crop_final(h, x.shape[2:])
@@ -145,11 +140,12 @@ class FCN(VGG16):
         dh = self.upscore_final.backward(dh)
         dtaps = {}
         for skip in reversed(self.skips):
-            dpool = skip.score.backward(skip.crop.backward(dh))      # the sum passes dh to both terms
-            if skip.spec.scale != 1.0:
-                dpool = dpool * skip.spec.scale
-            dtaps[skip.spec.tap] = dpool
-            dh = skip.up.backward(dh)
+            spec = skip.spec
+            dpool = getattr(self, spec.score).backward(skip.crop.backward(dh))   # the sum passes dh to both terms
+            if spec.scale != 1.0:
+                dpool = dpool * spec.scale
+            dtaps[spec.tap] = dpool
+            dh = getattr(self, spec.up).backward(dh)
         dh = self.score_fr.backward(dh)
         return self.backward_trunk(dh, dtaps, need_dx=need_dx)
 
