@@ -52,8 +52,11 @@ def describe(arrays: dict, model_name=None) -> dict:
         if name != "fcn8s":
             raise ValueError(f"--model {model_name} given but the state dict is an {name}")
         name = model_name
+    needed = [f"conv{b}_1.weight" for b in range(1, len(STAGES) + 1)] + ["fc6.weight"]
+    if any(k not in arrays for k in needed):
+        raise ValueError(f"FCN state dict lacks {', '.join(k for k in needed if k not in arrays)}")
     width = arrays["conv1_1.weight"].shape[0] / STAGES[0][0]
-    found = [arrays[f"conv{b}_1.weight"].shape[0] for b in range(1, len(STAGES) + 1)] + [arrays["fc6.weight"].shape[0]]
+    found = [arrays[k].shape[0] for k in needed]
     wanted = [channels(c, width) for c, _ in STAGES] + [channels(FC_CHANNELS, width)]
     if found != wanted:
         raise ValueError(f"channel counts {found} of conv1_1 ... conv5_1, fc6 do not follow one width "
