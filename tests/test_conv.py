@@ -66,7 +66,7 @@ def test_conv_transpose2d_matches_scatter_reference(backend, case):
     R.assert_close(y, R.conv_transpose2d(x, w, b, s, p, d))
 
 
-def test_conv2d_float32_stays_float32(backend):
+def test_float32_stays_float32(backend):
     x = backend.asarray(np.ones((1, 2, 4, 4)), dtype="float32")
     w = backend.asarray(np.ones((3, 2, 3, 3)), dtype="float32")
     y, cache = F.conv2d(x, w, None, padding=1)
@@ -74,6 +74,11 @@ def test_conv2d_float32_stays_float32(backend):
     dx, dw, _ = F.conv2d_backward(y, cache)
     assert dx.dtype == dw.dtype == backend.xp.float32
     assert float(y[0, 0, 1, 1]) == 18.0  # 2 channels x 9 ones
+    wt = backend.asarray(np.ones((2, 3, 4, 4)), dtype="float32")
+    b = backend.asarray(np.ones(3), dtype="float32")
+    y, cache = F.conv_transpose2d(x, wt, b, stride=2, padding=1)
+    assert y.dtype == backend.xp.float32
+    assert all(g.dtype == backend.xp.float32 for g in F.conv_transpose2d_backward(y, cache))
 
 
 # ----------------------------------------------------------------------- gradient checks

@@ -102,6 +102,13 @@ def test_ties_send_the_gradient_to_exactly_one_element(backend):
     assert np.array_equal(windows.sum(axis=1), np.ones(6)) and np.array_equal(windows.max(axis=1), np.ones(6))
 
 
+def test_float32_stays_float32(backend):
+    x = backend.asarray(distinct((1, 2, 5, 5)), dtype="float32")
+    y, cache = F.max_pool2d(x, 3, 2, 1, ceil_mode=True)
+    assert y.dtype == backend.xp.float32
+    assert F.max_pool2d_backward(y, cache).dtype == backend.xp.float32
+
+
 def test_padding_never_wins(backend):
     x = backend.asarray(np.full((1, 1, 3, 3), -5.0))
     y, cache = F.max_pool2d(x, 3, 2, 1, ceil_mode=True)
