@@ -45,8 +45,7 @@ def _inputs(backend, case, transpose, seed=0):
     x = rng.standard_normal(x_shape)
     w = rng.standard_normal(w_shape)
     b = rng.standard_normal(w_shape[1] if transpose else w_shape[0]) if bias else None
-    B = backend
-    return x, w, b, B.asarray(x), B.asarray(w), (B.asarray(b) if bias else None)
+    return x, w, b, backend.asarray(x), backend.asarray(w), (backend.asarray(b) if bias else None)
 
 
 # ----------------------------------------------------------------------------- forward
