@@ -47,8 +47,11 @@ class Layer:
     training = True
 
     def __setattr__(self, name, value):
+        members = self.__dict__.setdefault("_members", {})
         if isinstance(value, (Layer, Parameter)):
-            self.__dict__.setdefault("_members", {})[name] = value
+            members[name] = value
+        else:
+            members.pop(name, None)     # e.g. ``layer.bias = None`` drops the old parameter
         super().__setattr__(name, value)
 
     def __call__(self, *args, **kwargs):

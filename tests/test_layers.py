@@ -142,6 +142,17 @@ def test_named_parameters_order_and_defaults():
     assert repr(p["conv.bias"]) == "Parameter(shape=(3,), dtype=float32, frozen=False)"
 
 
+def test_reassigning_a_member_updates_the_registry():
+    conv = Conv2d(2, 3, 3, rng=0)
+    conv.bias = None
+    assert [k for k, _ in conv.named_parameters()] == ["weight"]
+    conv.bias = Parameter(np.ones(3, np.float32))
+    assert [k for k, _ in conv.named_parameters()] == ["weight", "bias"]
+    net = TinyNet()
+    net.drop = Dropout(0.1)
+    assert [k for k, _ in net.named_parameters()] == ["conv.weight", "conv.bias", "up.weight"]
+
+
 def test_state_dict_round_trip(backend):
     a = TinyNet(seed=0).to(backend.name, "float64").eval()
     b = TinyNet(seed=1).to(backend.name, "float64").eval()
