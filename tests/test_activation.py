@@ -109,3 +109,11 @@ def test_dropout_matches_torch_scaling():
     t = torch.nn.functional.dropout(torch.ones(10_000, dtype=torch.float64), 0.25, training=True).numpy()
     y, _ = F.dropout(np.ones((1, 1, 100, 100)), 0.25, True, RNG(0))
     assert set(np.unique(t)) == set(np.unique(y)) == {0.0, 1 / 0.75}
+
+
+def test_relu_and_dropout_gradcheck_random_directions(backend):
+    x = backend.asarray(np.random.default_rng(8).standard_normal((2, 16, 9, 11)))
+    r = check_backward(F.relu, F.relu_backward, [x], directions=3)
+    assert r.ok, str(r)
+    r = check_backward(lambda v: F.dropout(v, 0.3, True, RNG(9)), F.dropout_backward, [x], directions=3)
+    assert r.ok, str(r)

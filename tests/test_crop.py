@@ -61,3 +61,9 @@ def test_crop_agrees_with_torch_slicing():
     dy = np.random.default_rng(3).standard_normal(y.shape)
     ty.backward(torch.tensor(dy))
     R.assert_close(F.crop_backward(dy, cache), tx.grad.numpy())
+
+
+def test_crop_gradcheck_random_directions(backend):
+    x = backend.asarray(np.random.default_rng(4).standard_normal((2, 8, 40, 37)))
+    r = check_backward(functools.partial(F.crop, offset=(19, 5), size=(17, 30)), F.crop_backward, [x], directions=3)
+    assert r.ok, str(r)
