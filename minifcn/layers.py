@@ -121,12 +121,17 @@ class Layer:
         return self.train(False)
 
     def to(self, backend=None, dtype=None):
-        """Move every parameter (and gradient) to ``backend`` and/or cast to ``dtype``."""
+        """Move every parameter to ``backend`` and/or cast it to ``dtype``; gradients restart at zero.
+
+        ``dtype`` is a name ("float32"), a NumPy dtype, or a dtype of the target namespace.
+        """
         for p in self.parameters():
             b = get_backend(backend) if backend is not None else backend_of(p.data)
             data = to_backend(p.data, b)
             if dtype is not None:
-                data = b.xp.astype(data, getattr(b.xp, np.dtype(dtype).name))
+                if isinstance(dtype, str) or type(dtype).__module__.startswith("numpy") or isinstance(dtype, type):
+                    dtype = getattr(b.xp, np.dtype(dtype).name)
+                data = b.xp.astype(data, dtype)
             p.data = data
             p.grad = b.xp.zeros_like(data)
         return self
