@@ -19,8 +19,13 @@ Backends are named by strings:
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import glob
 import importlib
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import array_api_compat
@@ -240,8 +245,151 @@ def row_bands(rows, elements_per_row, like, min_rows=1):
     target = BAND_ELEMENTS
     if target is None:
         target = CPU_BAND_ELEMENTS if is_numpy(like) else rows * elements_per_row
-    step = max(1, min_rows if BAND_ELEMENTS is None else 1, min(rows, target // max(1, elements_per_row)))
+    step = max(1, min_rows, min(rows, target // max(1, elements_per_row)))
     return [(r, min(r + step, rows)) for r in range(0, rows, step)]
+
+
+# Band loops run on all CPU cores (NumPy only). Each thread calls OpenBLAS with ONE
+# thread: the bands are the parallelism, and on a busy machine a multi-threaded BLAS
+# call waits for a core while a band queue simply lets the threads that run take more.
+THREADS = None                  # worker threads for band loops; None = the usable cores
+
+
+def _cpu_count():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _openblas_set_local():
+    """NumPy's bundled OpenBLAS ``openblas_set_num_threads_local`` (per-thread BLAS
+    thread count, OpenBLAS >= 0.3.27), or None when it cannot be found."""
+    libs = glob.glob(os.path.join(os.path.dirname(np.__file__) + ".libs", "*openblas*"))
+    libs += glob.glob(os.path.join(os.path.dirname(np.__file__), ".dylibs", "*openblas*"))
+    for path in libs:
+        try:
+            fn = ctypes.CDLL(path).openblas_set_num_threads_local
+        except (OSError, AttributeError):
+            continue
+        fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+        return fn
+    return None
+
+
+class _Pool:
+    """A lazily started pool of helper threads, re-made after ``fork``."""
+
+    def __init__(self):
+        self.executor, self.size, self.blas_local = None, 0, None
+        self.inside = threading.local()     # set while a thread runs band work (no nesting)
+
+    def get(self, size):
+        if self.executor is None or self.size != size:
+            if self.executor is not None:
+                self.executor.shutdown(wait=True)
+            self.blas_local = _openblas_set_local()
+            init = (lambda: self.blas_local(1)) if self.blas_local else None
+            self.executor = ThreadPoolExecutor(size, "minifcn-band", initializer=init)
+            self.size = size
+        return self.executor
+
+    def reset(self):
+        self.executor, self.size = None, 0
+
+
+_POOL = _Pool()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_POOL.reset)
+
+
+def threads_for(like):
+    """How many threads :func:`parallel_for` would use for arrays beside ``like``."""
+    if not is_numpy(like):
+        return 1
+    return max(1, THREADS if THREADS is not None else _cpu_count())
+
+
+def parallel_for(fn, items, like):
+    """``[fn(*item) for item in items]``, spread over the CPU cores for NumPy arrays.
+
+    The calling thread and ``THREADS - 1`` helpers take items from one shared queue, so
+    a thread that gets no core simply does less. ``fn`` must write only to places no
+    other item writes (e.g. disjoint row bands). Results come back in item order. Runs
+    serially on other backends (a GPU runs one big kernel per band), inside another
+    ``parallel_for``, or when NumPy's BLAS thread count cannot be set per thread.
+    """
+    items = list(items)
+    threads = min(len(items), threads_for(like))
+    if threads <= 1 or getattr(_POOL.inside, "active", False):
+        return [fn(*item) for item in items]
+    pool = _POOL.get(threads - 1)
+    if _POOL.blas_local is None:
+        return [fn(*item) for item in items]
+    results = [None] * len(items)
+    queue, lock = iter(range(len(items))), threading.Lock()
+
+    def work():
+        _POOL.inside.active = True
+        try:
+            while True:
+                with lock:
+                    i = next(queue, None)
+                if i is None:
+                    return
+                results[i] = fn(*items[i])
+        finally:
+            _POOL.inside.active = False
+
+    helpers = [pool.submit(work) for _ in range(threads - 1)]
+    old = _POOL.blas_local(1)
+    try:
+        work()
+    finally:
+        _POOL.blas_local(old)
+        for h in helpers:             # wait for every helper before anyone reads the outputs
+            h.exception()
+    for h in helpers:
+        h.result()                    # re-raise a helper's error
+    return results
+
+
+_SCRATCH = threading.local()
+
+
+def scratch(shape, dtype, like, slot=0):
+    """An uninitialised temporary array of ``shape`` beside ``like``.
+
+    On NumPy it is a view of a buffer kept per thread and per ``slot`` and reused by
+    the next call, so band loops do not page-fault fresh memory in every band; it is
+    valid only until the next ``scratch`` call with the same slot in the same thread.
+    Other backends get a fresh ``empty`` array.
+    """
+    if not is_numpy(like):
+        return namespace(like).empty(shape, dtype=dtype, device=device(like))
+    size = 1
+    for dim in shape:
+        size *= int(dim)
+    buffers = _SCRATCH.__dict__.setdefault("buffers", {})
+    key = (slot, np.dtype(dtype))
+    buf = buffers.get(key)
+    if buf is None or buf.size < size:
+        buf = buffers[key] = np.empty(size, dtype)
+    return buf[:size].reshape(shape)
+
+
+def matmul(a, b, out=None):
+    """``a @ b``, written into ``out`` where the backend supports it (NumPy), else fresh."""
+    if out is not None and is_numpy(out) and is_numpy(a) and is_numpy(b):
+        return np.matmul(a, b, out=out)
+    return a @ b
+
+
+def element_strides(x):
+    """Strides of ``x`` in elements (NumPy/CuPy), or None where arrays expose none."""
+    if is_numpy(x) or is_cupy(x):
+        return tuple(s // x.itemsize for s in x.strides)
+    return None
 
 
 def as_strided(x, shape, strides_in_elements):

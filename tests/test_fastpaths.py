@@ -15,6 +15,7 @@ import reference as R
 from minifcn import backend as B
 from minifcn import functional as F
 from minifcn.backend import to_numpy
+from minifcn.functional import conv as conv_module
 from minifcn.functional.im2col import col2im
 from minifcn.gradcheck import check_backward
 
@@ -41,7 +42,8 @@ def _conv_all(backend, case, bias=True):
 def test_conv2d_banded_equals_one_band(backend, case, monkeypatch):
     monkeypatch.setattr(B, "BAND_ELEMENTS", 10**12)
     whole = _conv_all(backend, case)
-    monkeypatch.setattr(B, "BAND_ELEMENTS", 1)       # one output row per band
+    monkeypatch.setattr(B, "BAND_ELEMENTS", 1)       # as few output rows per band as allowed
+    monkeypatch.setattr(conv_module, "MIN_BAND_COLUMNS", 1)
     banded = _conv_all(backend, case)
     for a, b in zip(banded, whole):
         R.assert_close(a, to_numpy(b), atol=1e-12, rtol=1e-12)
@@ -55,6 +57,8 @@ def test_row_bands_cover_the_rows_once(monkeypatch):
     assert all(a[1] == b[0] for a, b in zip(bands, bands[1:]))
     assert [r1 - r0 for r0, r1 in bands] == [3] * 7 + [2]
     assert B.row_bands(23, 30, like, min_rows=10) == [(0, 10), (10, 20), (20, 23)]
+    monkeypatch.setattr(B, "BAND_ELEMENTS", 1)
+    assert B.row_bands(5, 30, like, min_rows=2) == [(0, 2), (2, 4), (4, 5)]    # min_rows always holds
     monkeypatch.setattr(B, "BAND_ELEMENTS", None)
     strict = pytest.importorskip("array_api_strict")
     assert B.row_bands(23, 30, strict.zeros(1)) == [(0, 23)]    # non-CPU-NumPy: one band
@@ -63,6 +67,7 @@ def test_row_bands_cover_the_rows_once(monkeypatch):
 @pytest.mark.parametrize("case", [((1, 2, 3, 4), (2, 2, 3, 3), 1, 2, 1), ((2, 1, 5, 3), (2, 1, 3, 2), 2, 1, 1)])
 def test_conv2d_banded_gradcheck(backend, case, monkeypatch):
     monkeypatch.setattr(B, "BAND_ELEMENTS", 1)
+    monkeypatch.setattr(conv_module, "MIN_BAND_COLUMNS", 1)
     x_shape, w_shape, s, p, d = case
     rng = np.random.default_rng(5)
     x, w, b = (backend.asarray(rng.standard_normal(sh)) for sh in (x_shape, w_shape, (w_shape[0],)))
@@ -114,3 +119,44 @@ def test_conv_transpose2d_phases_equal_col2im(backend, case):
     dcols, _ = F.im2col(dy, (kh, kw), s, p, d)
     R.assert_close(dx, (w.reshape(c_in, -1) @ dcols).reshape(x_shape))
     R.assert_close(dw, np.sum(x.reshape(n, c_in, -1) @ np.swapaxes(dcols, 1, 2), axis=0).reshape(w_shape))
+
+
+def test_parallel_for_returns_results_in_order_and_raises(monkeypatch):
+    monkeypatch.setattr(B, "THREADS", 3)
+    like = np.zeros(1)
+    out = np.zeros(50)
+
+    def square(i):
+        out[i] = i * i
+        return i * i
+
+    assert B.parallel_for(square, [(i,) for i in range(50)], like) == [i * i for i in range(50)]
+    np.testing.assert_array_equal(out, np.arange(50) ** 2)
+    nested = B.parallel_for(lambda i: sum(B.parallel_for(square, [(j,) for j in range(i)], like)),
+                            [(i,) for i in range(8)], like)
+    assert nested == [sum(j * j for j in range(i)) for i in range(8)]
+
+    def fail(i):
+        if i == 7:
+            raise ValueError("band 7 failed")
+        return i
+
+    with pytest.raises(ValueError, match="band 7 failed"):
+        B.parallel_for(fail, [(i,) for i in range(20)], like)
+    assert B.parallel_for(square, [(2,), (3,)], like) == [4, 9]       # the pool still works
+
+
+def test_parallel_for_thread_counts_give_identical_conv_gradients(monkeypatch):
+    """Partial weight gradients are summed in band order, so the thread count changes nothing."""
+    monkeypatch.setattr(conv_module, "MIN_BAND_COLUMNS", 1)
+    monkeypatch.setattr(B, "BAND_ELEMENTS", 50)
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((1, 3, 17, 9)).astype(np.float32), rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    results = []
+    for threads in (1, 2, 4):
+        monkeypatch.setattr(B, "THREADS", threads)
+        y, cache = F.conv2d(x, w, None, 1, 1)
+        results.append((y,) + F.conv2d_backward(np.ones_like(y), cache)[:2])
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)

@@ -14,7 +14,7 @@ so the backward of one is the forward of the other (im2col <-> col2im).
 """
 from __future__ import annotations
 
-from ..backend import device, namespace, row_bands
+from ..backend import device, matmul, namespace, parallel_for, row_bands, scratch, threads_for
 from .checks import check_bias, check_float, check_ndim, check_same_dtype
 from .im2col import _fold_add, _unfold, _window, conv_output_size, conv_transpose_output_size, pad2d, pair
 
@@ -34,6 +34,12 @@ MIN_BAND_COLUMNS = 1024
 
 def _min_band_rows(ow):
     return -(-MIN_BAND_COLUMNS // ow)
+
+
+def _scratch_cols(xpad, kh, kw, rows, ow):
+    """Reusable buffer for one band of im2col columns (see :func:`minifcn.backend.scratch`)."""
+    n, c = xpad.shape[:2]
+    return scratch((n, c, kh, kw, rows, ow), xpad.dtype, xpad)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
@@ -66,11 +72,16 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
     w2 = xp.reshape(weight, (c_out, c_in * kh * kw))
     b2 = xp.reshape(bias, (c_out, 1)) if bias is not None else None
     y = xp.empty((n, c_out, oh, ow), dtype=x.dtype, device=device(x))
-    for r0, r1 in row_bands(oh, n * c_in * kh * kw * ow, x, _min_band_rows(ow)):
-        yb = w2 @ _unfold(xpad, (kh, kw), s, d, (r0, r1), ow)          # (N, C_out, B*OW)
+
+    def band(r0, r1):
+        cols = _unfold(xpad, (kh, kw), s, d, (r0, r1), ow, _scratch_cols(xpad, kh, kw, r1 - r0, ow))
+        yb = matmul(w2, cols, scratch((n, c_out, (r1 - r0) * ow), x.dtype, x, slot=1))
         if b2 is not None:
-            yb = yb + b2
+            yb += b2
         y[:, :, r0:r1, :] = xp.reshape(yb, (n, c_out, r1 - r0, ow))
+
+    min_rows = min(_min_band_rows(ow), -(-oh // threads_for(x)))      # a band for every thread
+    parallel_for(band, row_bands(oh, n * c_in * kh * kw * ow, x, min_rows), x)
     cache = (x, weight, bias is not None, s, p, d)
     return y, cache
 
@@ -90,20 +101,35 @@ def conv2d_backward(dy, cache, need_dx=True, need_dweight=True):
     _, c_in, kh, kw = weight.shape
     h, w = x.shape[2:]
     w2t = xp.matrix_transpose(xp.reshape(weight, (c_out, c_in * kh * kw)))
-    dw2 = dxpad = None
-    if need_dweight:
-        xpad = pad2d(x, p)
-        dw2 = xp.zeros((c_in * kh * kw, c_out), dtype=dy.dtype, device=device(dy))
-    if need_dx:
-        dxpad = xp.zeros((n, c_in, h + 2 * p[0], w + 2 * p[1]), dtype=dy.dtype, device=device(dy))
-    for r0, r1 in row_bands(oh, n * c_in * kh * kw * ow, dy, _min_band_rows(ow)):
+    xpad = pad2d(x, p) if need_dweight else None
+    dxpad = xp.zeros((n, c_in, h + 2 * p[0], w + 2 * p[1]), dtype=dy.dtype, device=device(dy)) if need_dx else None
+
+    def band(part, r0, r1):
         dyb = xp.reshape(dy[:, :, r0:r1, :], (n, c_out, (r1 - r0) * ow))
-        if need_dweight:       # dweight^T += cols @ dy^T: a (C*KH*KW, C_out) result, summed over N
-            cols = _unfold(xpad, (kh, kw), s, d, (r0, r1), ow)
-            dw2 += xp.sum(cols @ xp.matrix_transpose(dyb), axis=0)
-        if need_dx:
-            _fold_add(dxpad, w2t @ dyb, (kh, kw), s, d, (r0, r1), ow)
-    dweight = xp.reshape(xp.matrix_transpose(dw2), weight.shape) if need_dweight else None
+        if part == "dx":
+            dcols = matmul(w2t, dyb, scratch((n, c_in * kh * kw, (r1 - r0) * ow), dy.dtype, dy, slot=1))
+            _fold_add(dxpad, dcols, (kh, kw), s, d, (r0, r1), ow)
+            return None
+        cols = _unfold(xpad, (kh, kw), s, d, (r0, r1), ow, _scratch_cols(xpad, kh, kw, r1 - r0, ow))
+        return xp.sum(dyb @ xp.matrix_transpose(cols), axis=0)     # this band's share of dweight
+
+    # Weight-gradient bands are independent. Input-gradient bands fold into the input
+    # rows they share with their neighbours (the kernel overlap) but not with bands two
+    # apart once a band spans (KH - 1)*DH input rows: so the even bands go with the
+    # weight gradient, then the odd bands.
+    min_rows = max(_min_band_rows(ow), -(-(kh - 1) * d[0] // s[0]))
+    bands = row_bands(oh, n * c_in * kh * kw * ow, dy, min_rows)
+    tasks = [("dw",) + b for b in bands] if need_dweight else []
+    tasks += [("dx",) + b for b in bands[0::2]] if need_dx else []
+    partial = parallel_for(band, tasks, dy)
+    if need_dx:
+        parallel_for(band, [("dx",) + b for b in bands[1::2]], dy)
+    dweight = None
+    if need_dweight:
+        dw2 = partial[0]
+        for part in partial[1:len(bands)]:
+            dw2 = dw2 + part
+        dweight = xp.reshape(dw2, weight.shape)
     dx = dxpad[:, :, p[0]:p[0] + h, p[1]:p[1] + w] if need_dx else None
     dbias = xp.sum(dy, axis=(0, 2, 3)) if has_bias else None
     return dx, dweight, dbias

@@ -12,7 +12,7 @@ loop with ``+=``, which sums the overlapping windows without any scatter.
 """
 from __future__ import annotations
 
-from ..backend import device, namespace
+from ..backend import as_strided, device, element_strides, namespace
 
 
 def pair(v, name="value"):
@@ -51,19 +51,27 @@ def _window(start, count, step):
     return slice(start, start + step * (count - 1) + 1, step)
 
 
-def _unfold(xpad, kernel, stride, dilation, rows, ow):
+def _unfold(xpad, kernel, stride, dilation, rows, ow, out=None):
     """im2col of the output rows ``rows = (r0, r1)`` of an already padded input.
 
-    xpad: (N, C, HP, WP) -> (N, C*KH*KW, (r1 - r0)*OW), one strided slice per kernel offset.
+    xpad: (N, C, HP, WP) -> (N, C*KH*KW, (r1 - r0)*OW), one strided slice per kernel
+    offset; written into ``out`` (N, C, KH, KW, r1 - r0, OW) when given. On NumPy and
+    CuPy the KH*KW slices are one strided view, copied in one go.
     """
     (kh, kw), (sh, sw), (dh, dw), (r0, r1) = kernel, stride, dilation, rows
     xp = namespace(xpad)
     n, c = xpad.shape[:2]
-    cols = xp.empty((n, c, kh, kw, r1 - r0, ow), dtype=xpad.dtype, device=device(xpad))
-    for ky in range(kh):
-        rs = _window(r0 * sh + ky * dh, r1 - r0, sh)
-        for kx in range(kw):
-            cols[:, :, ky, kx, :, :] = xpad[:, :, rs, _window(kx * dw, ow, sw)]
+    shape = (n, c, kh, kw, r1 - r0, ow)
+    cols = xp.empty(shape, dtype=xpad.dtype, device=device(xpad)) if out is None else out
+    es = element_strides(xpad)
+    if es is not None:
+        cols[...] = as_strided(xpad[:, :, r0 * sh:, :], shape,
+                               (es[0], es[1], es[2] * dh, es[3] * dw, es[2] * sh, es[3] * sw))
+    else:
+        for ky in range(kh):
+            rs = _window(r0 * sh + ky * dh, r1 - r0, sh)
+            for kx in range(kw):
+                cols[:, :, ky, kx, :, :] = xpad[:, :, rs, _window(kx * dw, ow, sw)]
     return xp.reshape(cols, (n, c * kh * kw, (r1 - r0) * ow))
 
 
