@@ -11,6 +11,7 @@ from . import __version__
 # verb -> (module, one-line help)
 COMMANDS = {
     "selftest": ("minifcn.selftest", "gradient-check every layer on a backend and print a table"),
+    "bench": ("minifcn.bench", "time a training step (forward, backward, SGD) per layer type, optionally against PyTorch"),
     "convert": ("minifcn.convert", "turn a PyTorch state dict (VGG16 or torchfcn FCN) into a minifcn .npz"),
     "download-voc": ("minifcn.data.download", "download PASCAL VOC 2012 (resumable, checksummed) and extract it safely"),
 }

@@ -1,0 +1,510 @@
+"""``minifcn bench``: how fast is one training step, and where does the time go?
+
+One step is ``zero_grad -> forward -> loss -> backward -> SGD update`` of an FCN on a
+random image and random labels. After ``--warmup`` steps, ``--steps`` steps are timed
+and the median reported, split into forward, loss, backward and optimiser. Then:
+
+* a per-layer-type breakdown (3x3 convs, 1x1/fc convs, transposed convs, pooling,
+  element-wise layers, loss, optimiser, and the model's own glue) from extra steps run
+  with a timing wrapper that only this command installs on the layer instances, so the
+  library itself carries no instrumentation;
+* achieved GFLOP/s: the multiply-adds of every convolution in the step (forward, input
+  gradients where needed, weight gradients of unfrozen weights) over the median time;
+* memory added by a step: the peak resident set during one step minus the resident set
+  before it (Linux ``VmHWM`` reset through ``/proc/self/clear_refs``, freed memory handed
+  back with ``malloc_trim`` first), and for NumPy also the tracemalloc peak, which sees
+  every NumPy array allocation.
+
+``--compare torch`` builds the same network in PyTorch (same weights, input, labels,
+loss and SGD settings), alternates the two step by step in one process, and reports
+the minifcn/torch ratio of median step times and of memory. The benchmark is a tool,
+not a test: numbers depend on the machine and on whatever else it is running.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import ctypes
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import time
+import tracemalloc
+
+import numpy as np
+
+from . import functional as F
+from .backend import backend_of, get_backend, is_cupy, to_numpy
+from .layers import Conv2d, ConvTranspose2d, Crop, Dropout, Layer, MaxPool2d, ReLU
+
+CATEGORIES = ("conv3x3", "conv1x1/fc", "transposed conv", "pooling", "elementwise", "loss", "optimiser",
+              "other")
+LR, MOMENTUM, WEIGHT_DECAY = 1e-4, 0.9, 5e-4
+
+
+def add_arguments(parser):
+    parser.add_argument("--model", default="fcn8s", help="fcn32s, fcn16s, fcn8s or fcn8s-atonce (default fcn8s)")
+    parser.add_argument("--width", type=float, default=0.25, help="channel width multiplier (default 0.25)")
+    parser.add_argument("--size", type=int, default=256, help="input height and width (default 256)")
+    parser.add_argument("--batch", type=int, default=1, help="images per step (default 1)")
+    parser.add_argument("--n-class", type=int, default=21, help="number of classes (default 21)")
+    parser.add_argument("--backend", default="numpy", help="numpy, cupy, strict or strict:device1 (default numpy)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    parser.add_argument("--steps", type=int, default=5, help="timed steps (default 5)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
+    parser.add_argument("--compare", choices=("torch",), help="also time the same network in PyTorch")
+    parser.add_argument("--no-breakdown", action="store_true", help="skip the per-layer-type breakdown")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+
+
+# ----------------------------------------------------------------------------
+# The minifcn step
+# ----------------------------------------------------------------------------
+def _sync(like):
+    """Wait for the GPU (timing only; the library itself never synchronises)."""
+    if is_cupy(like):
+        import cupy
+
+        cupy.cuda.get_current_stream().synchronize()
+
+
+class MinifcnStep:
+    """One training step of ``model`` on fixed data, with a plain momentum-SGD update
+    (v = m v - lr (g + wd p); p += v, with the per-parameter lr and decay multipliers)."""
+
+    def __init__(self, model, x, labels):
+        self.model, self.x, self.labels = model, x, labels
+        self.params = [p for p in model.parameters() if not p.frozen]
+        xp = backend_of(x).xp
+        self.velocity = [xp.zeros_like(p.data) for p in self.params]
+
+    def __call__(self, times=None):
+        t = _Clock(self.x, times)
+        self.model.zero_grad()
+        t("other")
+        scores = self.model.forward(self.x)
+        t("forward")
+        loss, cache = F.softmax_cross_entropy(scores, self.labels)
+        dscores = F.softmax_cross_entropy_backward(cache)
+        t("loss")
+        self.model.backward(dscores, need_dx=False)
+        t("backward")
+        for p, v in zip(self.params, self.velocity):
+            v *= MOMENTUM
+            v -= (LR * p.lr_mult) * (p.grad + (WEIGHT_DECAY * p.decay_mult) * p.data)
+            p.data += v
+        t("optimiser")
+        return loss
+
+
+class _Clock:
+    """``t(name)`` adds the time since the previous call to ``times[name]`` (no-op without times)."""
+
+    def __init__(self, like, times):
+        self.like, self.times = like, times
+        if times is not None:
+            _sync(like)
+            self.last = time.perf_counter()
+
+    def __call__(self, name):
+        if self.times is not None:
+            _sync(self.like)
+            now = time.perf_counter()
+            self.times[name] = self.times.get(name, 0.0) + now - self.last
+            self.last = now
+
+
+def _category(layer):
+    if isinstance(layer, Conv2d):
+        return "conv3x3" if tuple(layer.weight.shape[2:]) == (3, 3) else "conv1x1/fc"
+    if isinstance(layer, ConvTranspose2d):
+        return "transposed conv"
+    if isinstance(layer, MaxPool2d):
+        return "pooling"
+    if isinstance(layer, (ReLU, Dropout, Crop)):
+        return "elementwise"
+    return None
+
+
+def leaf_layers(model):
+    """Every leaf layer reachable from ``model`` (attributes, lists, dataclasses), once each."""
+    seen, out = set(), []
+
+    def visit(obj):
+        if isinstance(obj, Layer):
+            if id(obj) in seen:
+                return
+            seen.add(id(obj))
+            if _category(obj) is not None:
+                out.append(obj)
+                return
+            for v in vars(obj).values():
+                visit(v)
+        elif isinstance(obj, (list, tuple)):
+            for v in obj:
+                visit(v)
+        elif isinstance(obj, dict):
+            for v in obj.values():
+                visit(v)
+        elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            for f in dataclasses.fields(obj):
+                visit(getattr(obj, f.name))
+
+    visit(model)
+    return out
+
+
+@contextlib.contextmanager
+def layer_timers(model, like, times, shapes=None):
+    """Wrap every leaf layer's forward/backward to add its time to ``times[category]``;
+    ``shapes`` (a dict) collects each layer's (input shape, output shape). Unwrapped on exit."""
+    layers = leaf_layers(model)
+
+    def wrap(layer, method):
+        inner, cat = getattr(layer, method), _category(layer)
+
+        def timed(*args, **kwargs):
+            _sync(like)
+            t0 = time.perf_counter()
+            out = inner(*args, **kwargs)
+            _sync(like)
+            times[cat] = times.get(cat, 0.0) + time.perf_counter() - t0
+            if shapes is not None and method == "forward":
+                shapes[id(layer)] = (layer, tuple(args[0].shape), tuple(out.shape))
+            return out
+
+        setattr(layer, method, timed)
+
+    for layer in layers:
+        wrap(layer, "forward")
+        wrap(layer, "backward")
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.forward, layer.backward
+
+
+def step_flops(shapes, first_layer=None):
+    """Floating-point operations (2 per multiply-add) of the convolutions of one step.
+
+    Forward and input gradient: 2 * (output or input pixels) * C_in*C_out*KH*KW each;
+    the weight gradient the same again for unfrozen weights. ``first_layer`` gets no
+    input gradient (nobody needs the image's)."""
+    total = 0
+    for layer, x_shape, y_shape in shapes.values():
+        if isinstance(layer, Conv2d):
+            c_out, c_in, kh, kw = layer.weight.shape
+            macs = y_shape[0] * y_shape[2] * y_shape[3] * c_out * c_in * kh * kw
+        elif isinstance(layer, ConvTranspose2d):
+            c_in, c_out, kh, kw = layer.weight.shape
+            macs = x_shape[0] * x_shape[2] * x_shape[3] * c_out * c_in * kh * kw
+        else:
+            continue
+        passes = 1 + (layer is not first_layer) + (not layer.weight.frozen)
+        total += 2 * macs * passes
+    return total
+
+
+# ----------------------------------------------------------------------------
+# Memory: peak resident set added by one call
+# ----------------------------------------------------------------------------
+def _status_kb(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"{field} not in /proc/self/status")
+
+
+def rss_peak_added(fn):
+    """Bytes by which one call of ``fn`` raised the resident set above its level before
+    the call (Linux only; None elsewhere)."""
+    try:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)          # hand freed heap back first
+        before = _status_kb("VmRSS")
+        with open("/proc/self/clear_refs", "w") as f:      # reset the high-water mark
+            f.write("5")
+    except OSError:
+        return None
+    fn()
+    return (_status_kb("VmHWM") - before) * 1024
+
+
+def tracemalloc_peak_added(fn):
+    """Bytes of the tracemalloc peak during ``fn()`` above the traced memory before it
+    (NumPy reports its array buffers to tracemalloc; GPU memory is not seen)."""
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        fn()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak - before
+
+
+# ----------------------------------------------------------------------------
+# PyTorch twin (optional; --compare torch)
+# ----------------------------------------------------------------------------
+def torch_twin(model):
+    """A PyTorch module computing the same function as the minifcn FCN ``model``, with
+    its weights copied (torch is imported here only)."""
+    import torch
+    from torch import nn
+
+    class Twin(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+            for name, layer in model.trunk:
+                self.ops.append((name, self._module(name, layer)))
+            self.score_fr = self._module("score_fr", model.score_fr)
+            self.skips = [(s.spec, self._module(s.spec.up, getattr(model, s.spec.up)),
+                           self._module(s.spec.score, getattr(model, s.spec.score)), s.crop.offset)
+                          for s in model.skips]
+            self.final = self._module(model.FINAL[0], model.upscore_final)
+            self.final_offset = model.crop_final.offset
+
+        def _module(self, name, layer):
+            if isinstance(layer, (Conv2d, ConvTranspose2d)):
+                w = layer.weight.shape
+                if isinstance(layer, Conv2d):
+                    m = nn.Conv2d(w[1], w[0], w[2:], layer.stride, layer.padding, layer.dilation,
+                                  bias=layer.bias is not None)
+                else:
+                    m = nn.ConvTranspose2d(w[0], w[1], w[2:], layer.stride, layer.padding,
+                                           bias=layer.bias is not None)
+                with torch.no_grad():
+                    for part in ("weight", "bias"):
+                        p = getattr(layer, part)
+                        if p is not None:
+                            getattr(m, part).copy_(torch.from_numpy(np.array(to_numpy(p.data))))
+                            getattr(m, part).requires_grad_(not p.frozen)
+            elif isinstance(layer, ReLU):
+                m = nn.ReLU()
+            elif isinstance(layer, MaxPool2d):
+                m = nn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding, ceil_mode=layer.ceil_mode)
+            elif isinstance(layer, Dropout):
+                m = nn.Dropout(layer.p)
+            else:
+                raise TypeError(f"no PyTorch twin for {type(layer).__name__}")
+            setattr(self, name, m)          # registered: named like minifcn's, reached by train()/eval()
+            return m
+
+        def forward(self, x):
+            h, taps = x, {}
+            for name, op in self.ops:
+                h = op(h)
+                taps[name] = h
+            h = self.score_fr(h)
+            for spec, up, score, (oy, ox) in self.skips:
+                h = up(h)
+                s = score(taps[spec.tap] * spec.scale if spec.scale != 1.0 else taps[spec.tap])
+                h = h + s[:, :, oy:oy + h.shape[2], ox:ox + h.shape[3]]
+            h = self.final(h)
+            oy, ox = self.final_offset
+            return h[:, :, oy:oy + x.shape[2], ox:ox + x.shape[3]]
+
+    return Twin().train()
+
+
+class TorchStep:
+    def __init__(self, model, x, labels):
+        import torch
+
+        self.torch = torch
+        self.net = torch_twin(model)
+        self.x = torch.from_numpy(np.array(to_numpy(x)))
+        self.labels = torch.from_numpy(np.array(to_numpy(labels)).astype(np.int64))
+        groups = collections.defaultdict(list)
+        for (_, p), (_, mp) in zip(self.net.named_parameters(), _torch_order(model, self.net)):
+            if p.requires_grad:
+                groups[(mp.lr_mult, mp.decay_mult)].append(p)
+        self.opt = torch.optim.SGD([{"params": ps, "lr": LR * lr, "weight_decay": WEIGHT_DECAY * dm}
+                                    for (lr, dm), ps in groups.items()], lr=LR, momentum=MOMENTUM)
+
+    def __call__(self, times=None):
+        t = _Clock(np.zeros(0), times)
+        self.opt.zero_grad()
+        t("other")
+        scores = self.net(self.x)
+        t("forward")
+        loss = self.torch.nn.functional.cross_entropy(scores, self.labels, ignore_index=255)
+        t("loss")
+        loss.backward()
+        t("backward")
+        self.opt.step()
+        t("optimiser")
+        return loss
+
+
+def _torch_order(model, net):
+    """minifcn parameters in the order of ``net.named_parameters()`` (matched by name)."""
+    ours = dict(model.named_parameters())
+    return [(name, ours[name]) for name, _ in net.named_parameters()]
+
+
+# ----------------------------------------------------------------------------
+# Driver
+# ----------------------------------------------------------------------------
+def _median_phases(records):
+    keys = sorted({k for r in records for k in r})
+    return {k: statistics.median(r.get(k, 0.0) for r in records) for k in keys}
+
+
+def run(model_name="fcn8s", width=0.25, size=256, batch=1, n_class=21, backend="numpy", dtype="float32",
+        steps=5, warmup=2, compare=None, breakdown=True, memory=True, seed=0, progress=True):
+    """Run the benchmark and return the results as a JSON-able dict (see the module docstring)."""
+    from .models import build
+
+    if steps < 1 or warmup < 0 or size < 1 or batch < 1:
+        raise ValueError(f"need steps >= 1, warmup >= 0, size >= 1, batch >= 1; got steps={steps}, "
+                         f"warmup={warmup}, size={size}, batch={batch}")
+    B = get_backend(backend)
+    model = build(model_name, n_class=n_class, width=width, seed=seed).to(B, dtype).train()
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, n_class, (batch, size, size))
+    labels[rng.random(labels.shape) < 0.05] = 255                 # some ignored pixels, as in VOC
+    x = B.asarray(rng.standard_normal((batch, 3, size, size)), dtype=dtype)
+    y = B.asarray(labels, dtype="int64")
+    runners = {"minifcn": MinifcnStep(model, x, y)}
+    if compare == "torch":
+        if B.name != "numpy" or dtype != "float32":
+            raise ValueError("--compare torch needs --backend numpy and --dtype float32 (PyTorch runs on the CPU)")
+        runners["torch"] = TorchStep(model, x, y)
+
+    bar = _progress(progress, total=warmup + steps, desc="bench")
+    records = {k: [] for k in runners}
+    for i in range(warmup + steps):
+        for name, step in runners.items():          # alternate: same conditions for both
+            times = {}
+            step(times)
+            if i >= warmup:
+                records[name].append(times)
+        bar.update(1)
+    bar.close()
+
+    result = {"config": dict(model=model_name, width=width, size=size, batch=batch, n_class=n_class,
+                             backend=B.name, dtype=dtype, steps=steps, warmup=warmup),
+              "machine": _machine()}
+    for name, recs in records.items():
+        totals = [sum(r.values()) for r in recs]
+        result[name] = {"step_s": statistics.median(totals), "steps_s": totals,
+                        "phases_s": _median_phases(recs)}
+
+    shapes = {}
+    with layer_timers(model, x, {}, shapes):        # one pass to learn the layer shapes
+        runners["minifcn"]()
+    flops = step_flops(shapes, first_layer=model.trunk[0][1])
+    result["gflop_per_step"] = flops / 1e9
+    for name in runners:
+        result[name]["gflops"] = flops / 1e9 / result[name]["step_s"]
+
+    if breakdown:
+        recs = []
+        for _ in range(max(1, min(steps, 3))):
+            per_layer, phases = {}, {}
+            with layer_timers(model, x, per_layer):
+                runners["minifcn"](phases)
+            layer_sum = sum(per_layer.values())
+            per_layer["loss"] = phases["loss"]
+            per_layer["optimiser"] = phases["optimiser"]
+            per_layer["other"] = max(0.0, phases["forward"] + phases["backward"] - layer_sum) + phases["other"]
+            recs.append(per_layer)
+        result["minifcn"]["breakdown_s"] = {k: v for k, v in _median_phases(recs).items()}
+
+    if memory:
+        for name, step in runners.items():
+            result[name]["memory_added_bytes"] = None if B.name == "cupy" else rss_peak_added(step)
+        if B.name == "numpy":
+            result["minifcn"]["tracemalloc_added_bytes"] = tracemalloc_peak_added(runners["minifcn"])
+
+    if "torch" in runners:
+        import torch
+
+        result["torch"]["threads"] = torch.get_num_threads()
+        result["torch"]["version"] = torch.__version__
+        result["ratio"] = result["minifcn"]["step_s"] / result["torch"]["step_s"]
+        mem = [result[k].get("memory_added_bytes") for k in ("minifcn", "torch")]
+        result["memory_ratio"] = mem[0] / mem[1] if None not in mem and mem[1] > 0 else None
+    return result
+
+
+def _progress(enabled, **kwargs):
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        enabled = False
+    if not enabled:
+        return _NoBar()
+    return tqdm(leave=False, **kwargs)
+
+
+class _NoBar:
+    def update(self, n=1):
+        pass
+
+    def close(self):
+        pass
+
+
+def _machine():
+    info = {"platform": platform.platform(), "python": platform.python_version(), "numpy": np.__version__,
+            "cpus": os.cpu_count(),
+            "openblas_env": {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS", "OMP_"))}}
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    return info
+
+
+def format_report(r) -> str:
+    c = r["config"]
+    lines = [f"{c['model']} width {c['width']} input {c['batch']}x3x{c['size']}x{c['size']} {c['dtype']} "
+             f"on {c['backend']}: {r['gflop_per_step']:.2f} GFLOP per step, median of {c['steps']} steps "
+             f"after {c['warmup']} warm-up"]
+    names = [k for k in ("minifcn", "torch") if k in r]
+    phases = ("forward", "loss", "backward", "optimiser", "other")
+    lines.append(f"{'':12s}" + "".join(f"{p:>11s}" for p in phases) + f"{'step':>10s}{'GFLOP/s':>9s}{'memory':>10s}")
+    for k in names:
+        ph, mem = r[k]["phases_s"], r[k].get("memory_added_bytes")
+        lines.append(f"{k:12s}" + "".join(f"{ph.get(p, 0.0) * 1e3:9.1f}ms" for p in phases)
+                     + f"{r[k]['step_s'] * 1e3:8.1f}ms{r[k]['gflops']:9.1f}"
+                     + (f"{mem / 2**20:8.1f}MB" if mem is not None else f"{'-':>10s}"))
+    if "ratio" in r:
+        mr = r.get("memory_ratio")
+        lines.append(f"minifcn/torch step time ratio {r['ratio']:.2f}"
+                     + (f", memory ratio {mr:.2f}" if mr is not None else "")
+                     + f" (torch {r['torch']['version']}, {r['torch']['threads']} threads)")
+    if "tracemalloc_added_bytes" in r.get("minifcn", {}):
+        lines.append(f"minifcn tracemalloc peak added by a step: {r['minifcn']['tracemalloc_added_bytes'] / 2**20:.1f} MB")
+    if "breakdown_s" in r.get("minifcn", {}):
+        bd = r["minifcn"]["breakdown_s"]
+        total = sum(bd.values())
+        lines.append("minifcn breakdown (timed layer by layer):")
+        for cat in CATEGORIES:
+            if cat in bd:
+                lines.append(f"  {cat:16s}{bd[cat] * 1e3:8.1f} ms {100 * bd[cat] / total:5.1f}%")
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    result = run(args.model, args.width, args.size, args.batch, args.n_class, args.backend, args.dtype,
+                 args.steps, args.warmup, args.compare, not args.no_breakdown, not args.no_memory, args.seed)
+    print(format_report(result))
+    if args.json:
+        tmp = f"{args.json}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump(result, f, indent=2)
+        os.replace(tmp, args.json)                          # atomic: no half-written file
+    return 0

@@ -1,0 +1,62 @@
+"""``minifcn bench`` runs and reports what it promises (tiny sizes, one step; never timed)."""
+import json
+
+import numpy as np
+import pytest
+
+from minifcn import bench
+from minifcn.cli import main
+from minifcn.layers import Conv2d, ConvTranspose2d
+from minifcn.models import build
+
+
+def test_bench_command_writes_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = main(["bench", "--model", "fcn8s", "--width", "0.0625", "--size", "24", "--steps", "1",
+               "--warmup", "0", "--json", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "GFLOP per step" in text and "conv3x3" in text
+    r = json.loads(out.read_text())
+    assert r["config"]["size"] == 24 and r["config"]["backend"] == "numpy"
+    m = r["minifcn"]
+    assert set(m["phases_s"]) == {"other", "forward", "loss", "backward", "optimiser"}
+    assert m["step_s"] > 0 and len(m["steps_s"]) == 1 and m["gflops"] > 0
+    assert set(m["breakdown_s"]) == set(bench.CATEGORIES)
+    assert m["tracemalloc_added_bytes"] > 0
+    assert r["gflop_per_step"] > 0
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_bench_compare_torch_uses_the_same_function():
+    torch = pytest.importorskip("torch")
+    model = build("fcn16s", n_class=3, width=0.0625, seed=1)
+    rng = np.random.default_rng(0)
+    for _, p in model.named_parameters():              # non-zero scores so every path matters
+        p.data = p.data + (0.01 * rng.standard_normal(p.shape)).astype(np.float32)
+    model.eval()
+    x = rng.standard_normal((1, 3, 20, 22)).astype(np.float32)
+    twin = bench.torch_twin(model).eval()
+    with torch.no_grad():
+        expected = twin(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(model.forward(x), expected, rtol=1e-4, atol=1e-5)
+
+    r = bench.run("fcn8s", width=0.0625, size=20, steps=1, warmup=0, compare="torch", breakdown=False,
+                  progress=False)
+    assert r["ratio"] > 0 and r["torch"]["step_s"] > 0 and "breakdown_s" not in r["minifcn"]
+
+
+def test_step_flops_counts_forward_input_and_weight_gradients():
+    conv, up = Conv2d(2, 3, 3, padding=1), ConvTranspose2d(3, 3, 4, 2)
+    shapes = {1: (conv, (1, 2, 5, 5), (1, 3, 5, 5)), 2: (up, (1, 3, 5, 5), (1, 3, 12, 12))}
+    macs_conv = 5 * 5 * 3 * 2 * 9
+    macs_up = 5 * 5 * 3 * 3 * 16
+    # conv: forward + weight gradient (first layer: no input gradient); frozen upsampling: forward + dx
+    assert bench.step_flops(shapes, first_layer=conv) == 2 * (2 * macs_conv + 2 * macs_up)
+
+
+def test_bench_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="steps >= 1"):
+        bench.run(steps=0, size=16, progress=False)
+    with pytest.raises(ValueError, match="--compare torch needs --backend numpy"):
+        bench.run(size=16, steps=1, backend="strict", compare="torch", progress=False)
