@@ -354,6 +354,18 @@ def parallel_for(fn, items, like):
     return results
 
 
+def by_channels(fn, out):
+    """``out[:, c0:c1] = fn(c0, c1)`` over cache-sized groups of channels (axis 1), on
+    all cores for NumPy; a single ``out[...] = fn(0, C)`` where that is all there is.
+    Element-wise passes over big activations then run in cache, in parallel."""
+    def chunk(c0, c1):
+        out[:, c0:c1, ...] = fn(c0, c1)
+
+    c = out.shape[1]
+    parallel_for(chunk, row_bands(c, out.size // max(1, c), out), out)
+    return out
+
+
 _SCRATCH = threading.local()
 
 

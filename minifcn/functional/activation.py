@@ -1,13 +1,17 @@
 """Element-wise activations: ReLU and Caffe-style (inverted) dropout."""
 from __future__ import annotations
 
-from ..backend import RNG, device, namespace
+from ..backend import RNG, by_channels, device, namespace
 
 
 def relu(x):
     """y = max(x, 0). Returns ``(y, cache)``; the cache is the output y (its sign is the mask)."""
     xp = namespace(x)
-    y = xp.maximum(x, xp.zeros((), dtype=x.dtype, device=device(x)))
+    zero = xp.zeros((), dtype=x.dtype, device=device(x))
+    if x.ndim < 2:
+        y = xp.maximum(x, zero)
+    else:                           # channel groups on all cores (see backend.by_channels)
+        y = by_channels(lambda c0, c1: xp.maximum(x[:, c0:c1, ...], zero), xp.empty_like(x))
     return y, y
 
 
@@ -15,7 +19,10 @@ def relu_backward(dy, cache):
     """dx = dy where y > 0, else 0."""
     xp = namespace(dy)
     y = cache
-    return dy * xp.astype(y > 0, dy.dtype)
+    if dy.ndim < 2:
+        return dy * xp.astype(y > 0, dy.dtype)
+    return by_channels(lambda c0, c1: dy[:, c0:c1, ...] * xp.astype(y[:, c0:c1, ...] > 0, dy.dtype),
+                       xp.empty_like(dy))
 
 
 _DEFAULT_RNG = RNG(None)

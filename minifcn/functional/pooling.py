@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 
-from ..backend import device, namespace
+from ..backend import device, namespace, parallel_for, row_bands
 from .checks import check_float, check_ndim
 from .im2col import _window, pair
 
@@ -62,18 +62,25 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False):
     if (hp, wp) != (h, w):
         xpad = xp.full((n, c, hp, wp), -xp.inf, dtype=x.dtype, device=device(x))
         xpad[:, :, ph:ph + h, pw:pw + w] = x
-    views = _window_views(xpad, (kh, kw), (sh, sw), (oh, ow))
-    y = views[0] if len(views) == 1 else xp.maximum(views[0], views[1])
-    for v in views[2:]:
-        y = xp.maximum(y, v)
+    y = xp.empty((n, c, oh, ow), dtype=x.dtype, device=device(x))
+
+    def chunk(c0, c1):
+        views = _window_views(xpad, (kh, kw), (sh, sw), (oh, ow), (c0, c1))
+        m = views[0] if len(views) == 1 else xp.maximum(views[0], views[1])
+        for v in views[2:]:
+            m = xp.maximum(m, v)
+        y[:, c0:c1, :, :] = m
+
+    parallel_for(chunk, row_bands(c, n * hp * wp, x), x)        # cache-sized channel groups
     cache = (xpad, y, tuple(x.shape), (kh, kw), (sh, sw), (ph, pw))
     return y, cache
 
 
-def _window_views(xpad, kernel, stride, out_size):
-    """The KH*KW strided slices ``xpad[:, :, ky::S, kx::S]`` (OH x OW each), in row-major offset order."""
-    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_size
-    return [xpad[:, :, _window(ky, oh, sh), _window(kx, ow, sw)] for ky in range(kh) for kx in range(kw)]
+def _window_views(xpad, kernel, stride, out_size, channels):
+    """The KH*KW strided slices ``xpad[:, c0:c1, ky::S, kx::S]`` (OH x OW each), in
+    row-major kernel-offset order, for the channels ``(c0, c1)``."""
+    (kh, kw), (sh, sw), (oh, ow), (c0, c1) = kernel, stride, out_size, channels
+    return [xpad[:, c0:c1, _window(ky, oh, sh), _window(kx, ow, sw)] for ky in range(kh) for kx in range(kw)]
 
 
 def max_pool2d_backward(dy, cache):
@@ -91,22 +98,26 @@ def max_pool2d_backward(dy, cache):
     # every element once, so dx needs no zero fill and no accumulation.
     tiles = (sh, sw) == (kh, kw) and (hp, wp) == (oh * sh, ow * sw)
     dxpad = (xp.empty if tiles else xp.zeros)((n, c, hp, wp), dtype=dy.dtype, device=device(dy))
-    zero = xp.zeros((), dtype=dy.dtype, device=device(dy))
-    views = _window_views(xpad, (kh, kw), (sh, sw), (oh, ow))
-    taken = None
-    for k, v in enumerate(views):
-        win = v == y
-        if taken is not None:
-            win = xp.logical_and(win, xp.logical_not(taken))
-        if k < len(views) - 1:
-            taken = win if taken is None else xp.logical_or(taken, win)
-        g = xp.where(win, dy, zero)
-        ky, kx = divmod(k, kw)
-        idx = (slice(None), slice(None), _window(ky, oh, sh), _window(kx, ow, sw))
-        if tiles:
-            dxpad[idx] = g
-        else:
-            dxpad[idx] += g
+
+    def chunk(c0, c1):
+        views = _window_views(xpad, (kh, kw), (sh, sw), (oh, ow), (c0, c1))
+        yc, dyc = y[:, c0:c1, :, :], dy[:, c0:c1, :, :]
+        taken = None
+        for k, v in enumerate(views):
+            win = v == yc
+            if taken is not None:
+                win = xp.logical_and(win, xp.logical_not(taken))
+            if k < len(views) - 1:
+                taken = win if taken is None else xp.logical_or(taken, win)
+            g = dyc * xp.astype(win, dy.dtype)
+            ky, kx = divmod(k, kw)
+            idx = (slice(None), slice(c0, c1), _window(ky, oh, sh), _window(kx, ow, sw))
+            if tiles:
+                dxpad[idx] = g
+            else:
+                dxpad[idx] += g
+
+    parallel_for(chunk, row_bands(c, n * hp * wp, dy), dy)
     if (hp, wp) == (h, w):
         return dxpad
     return dxpad[:, :, ph:ph + h, pw:pw + w]
