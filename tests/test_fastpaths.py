@@ -49,6 +49,19 @@ def test_conv2d_banded_equals_one_band(backend, case, monkeypatch):
         R.assert_close(a, to_numpy(b), atol=1e-12, rtol=1e-12)
 
 
+@pytest.mark.parametrize("case", [((1, 3, 6, 5), (4, 3, 3, 3), 1, 1, 1),     # 3x3 same padding
+                                  ((2, 2, 7, 6), (3, 2, 3, 2), 1, (0, 1), (2, 1)),   # dilation, valid rows
+                                  ((1, 4, 5, 5), (4, 4, 1, 1), 1, 0, 1)])    # 1x1
+def test_conv2d_dx_as_convolution_equals_col2im(backend, case, monkeypatch):
+    x_shape, w_shape, s, p, d = case
+    assert conv_module._dx_by_convolution(w_shape, (s, s), conv_module.pair(p), conv_module.pair(d))
+    by_conv = _conv_all(backend, case)
+    monkeypatch.setattr(conv_module, "_dx_by_convolution", lambda *args: False)
+    by_fold = _conv_all(backend, case)
+    for a, b in zip(by_conv, by_fold):
+        R.assert_close(a, to_numpy(b), atol=1e-12, rtol=1e-12)
+
+
 def test_row_bands_cover_the_rows_once(monkeypatch):
     like = np.zeros(1, np.float32)
     monkeypatch.setattr(B, "CPU_BAND_ELEMENTS", 100)

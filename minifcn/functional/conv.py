@@ -93,7 +93,8 @@ def conv2d_backward(dy, cache, need_dx=True, need_dweight=True):
     dweight = sum_n dy[n] @ cols[n]^T, dx = col2im(weight^T @ dy), dbias = sum of dy
     over (N, OH, OW); dbias is None when the forward had no bias. ``need_dx=False`` /
     ``need_dweight=False`` skip (and return None for) a gradient nobody needs.
-    The columns are rebuilt from the cached input x, band by band, never stored.
+    The columns are rebuilt from the cached input x, band by band, never stored; for
+    stride 1, dx is computed as the equivalent convolution of dy (:func:`_dx_by_convolution`).
     """
     x, weight, has_bias, s, p, d = cache
     xp = namespace(dy, weight)
@@ -101,8 +102,9 @@ def conv2d_backward(dy, cache, need_dx=True, need_dweight=True):
     _, c_in, kh, kw = weight.shape
     h, w = x.shape[2:]
     w2t = xp.matrix_transpose(xp.reshape(weight, (c_out, c_in * kh * kw)))
+    fold = need_dx and not _dx_by_convolution(weight.shape, s, p, d)
     xpad = pad2d(x, p) if need_dweight else None
-    dxpad = xp.zeros((n, c_in, h + 2 * p[0], w + 2 * p[1]), dtype=dy.dtype, device=device(dy)) if need_dx else None
+    dxpad = xp.zeros((n, c_in, h + 2 * p[0], w + 2 * p[1]), dtype=dy.dtype, device=device(dy)) if fold else None
 
     def band(part, r0, r1):
         dyb = xp.reshape(dy[:, :, r0:r1, :], (n, c_out, (r1 - r0) * ow))
@@ -120,9 +122,9 @@ def conv2d_backward(dy, cache, need_dx=True, need_dweight=True):
     min_rows = max(_min_band_rows(ow), -(-(kh - 1) * d[0] // s[0]))
     bands = row_bands(oh, n * c_in * kh * kw * ow, dy, min_rows)
     tasks = [("dw",) + b for b in bands] if need_dweight else []
-    tasks += [("dx",) + b for b in bands[0::2]] if need_dx else []
+    tasks += [("dx",) + b for b in bands[0::2]] if fold else []
     partial = parallel_for(band, tasks, dy)
-    if need_dx:
+    if fold:
         parallel_for(band, [("dx",) + b for b in bands[1::2]], dy)
     dweight = None
     if need_dweight:
@@ -130,9 +132,27 @@ def conv2d_backward(dy, cache, need_dx=True, need_dweight=True):
         for part in partial[1:len(bands)]:
             dw2 = dw2 + part
         dweight = xp.reshape(dw2, weight.shape)
-    dx = dxpad[:, :, p[0]:p[0] + h, p[1]:p[1] + w] if need_dx else None
+    dx = None
+    if fold:
+        dx = dxpad[:, :, p[0]:p[0] + h, p[1]:p[1] + w]
+    elif need_dx:                   # a full convolution of dy with the flipped, transposed kernel
+        flipped = xp.permute_dims(xp.flip(weight, axis=(2, 3)), (1, 0, 2, 3))       # (C_in, C_out, KH, KW)
+        dx, _ = conv2d(dy, flipped, None, 1, (d[0] * (kh - 1) - p[0], d[1] * (kw - 1) - p[1]), d)
     dbias = xp.sum(dy, axis=(0, 2, 3)) if has_bias else None
     return dx, dweight, dbias
+
+
+def _dx_by_convolution(w_shape, s, p, d):
+    """Whether dx of a conv is cheaper as a convolution of dy than as col2im(weight^T @ dy).
+
+    For stride 1, dx[c, i, j] = sum_{o, ky, kx} weight[o, c, ky, kx] dy[o, i + P - ky D, j + P - kx D]:
+    a stride-1 convolution of dy, padded by D(K - 1) - P (>= 0 needed), with the kernel
+    flipped and its channel axes swapped. Its im2col copies C_out*KH*KW rows where col2im
+    adds C_in*KH*KW rows into overlapping windows, so it pays unless C_out >> C_in.
+    """
+    c_out, c_in, kh, kw = w_shape
+    return (s == (1, 1) and p[0] <= d[0] * (kh - 1) and p[1] <= d[1] * (kw - 1)
+            and c_out <= 2 * c_in)
 
 
 def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
