@@ -21,7 +21,8 @@ from minifcn.gradcheck import check_backward
 
 # (x shape, weight shape, stride, padding, dilation): FCN shapes in miniature
 CONV_CASES = [
-    ((1, 3, 6, 5), (4, 3, 3, 3), 1, 3, 1),       # conv1_1-like: padding larger than the kernel
+    ((1, 3, 6, 5), (4, 3, 3, 3), 1, 3, 1),       # conv1_1-like: padding beyond the kernel's reach
+    ((1, 2, 4, 3), (3, 2, 3, 2), 1, (5, 1), (2, 1)),  # ... with dilation, in one direction only
     ((2, 2, 7, 6), (3, 2, 3, 3), 1, 1, 1),       # 3x3 same-padding, batch 2
     ((1, 4, 9, 9), (5, 4, 7, 7), 1, 0, 1),       # fc6-like: 7x7 valid
     ((1, 2, 8, 7), (2, 2, 3, 2), 2, (1, 0), 2),  # stride and dilation
@@ -62,6 +63,16 @@ def test_conv2d_dx_as_convolution_equals_col2im(backend, case, monkeypatch):
         R.assert_close(a, to_numpy(b), atol=1e-12, rtol=1e-12)
 
 
+@pytest.mark.parametrize("case", CONV_CASES[:2])
+def test_conv2d_bias_borders_match_the_loop_reference(backend, case):
+    """Outputs whose window sees only padding are filled with the bias, not computed."""
+    x_shape, w_shape, s, p, d = case
+    rng = np.random.default_rng(6)
+    x, w, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
+    y, _ = F.conv2d(backend.asarray(x), backend.asarray(w), backend.asarray(b), s, p, d)
+    R.assert_close(y, R.conv2d(x, w, b, s, p, d))
+
+
 def test_row_bands_cover_the_rows_once(monkeypatch):
     like = np.zeros(1, np.float32)
     monkeypatch.setattr(B, "CPU_BAND_ELEMENTS", 100)
@@ -77,7 +88,9 @@ def test_row_bands_cover_the_rows_once(monkeypatch):
     assert B.row_bands(23, 30, strict.zeros(1)) == [(0, 23)]    # non-CPU-NumPy: one band
 
 
-@pytest.mark.parametrize("case", [((1, 2, 3, 4), (2, 2, 3, 3), 1, 2, 1), ((2, 1, 5, 3), (2, 1, 3, 2), 2, 1, 1)])
+@pytest.mark.parametrize("case", [((1, 2, 3, 4), (2, 2, 3, 3), 1, 2, 1), ((2, 1, 5, 3), (2, 1, 3, 2), 2, 1, 1),
+                                  ((1, 2, 2, 3), (2, 2, 3, 3), 1, (4, 3), 1),   # padding beyond the kernel's reach
+                                  ((1, 2, 2, 2), (3, 2, 1, 1), 1, 2, 1)])       # 1x1 with padding: bias borders
 def test_conv2d_banded_gradcheck(backend, case, monkeypatch):
     monkeypatch.setattr(B, "BAND_ELEMENTS", 1)
     monkeypatch.setattr(conv_module, "MIN_BAND_COLUMNS", 1)

@@ -68,6 +68,16 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
         raise ValueError(f"conv2d kernel {kh}x{kw} (dilation {d}) is larger than the padded input "
                          f"{h + 2 * p[0]}x{w + 2 * p[1]} (input {h}x{w}, padding {p})")
     xp = namespace(x, weight, bias)
+    q, off = _reach(s, p, d, (kh, kw))
+    if off != (0, 0):
+        # Output pixels whose window lies wholly in the zero padding equal the bias (most
+        # of conv1_1's output, padded by 100): compute only the windows that touch x.
+        core, _ = conv2d(x, weight, bias, s, q, d)
+        y = xp.zeros((n, c_out, oh, ow), dtype=x.dtype, device=device(x))
+        if bias is not None:
+            y[...] = xp.reshape(bias, (1, c_out, 1, 1))
+        y[:, :, off[0]:off[0] + core.shape[2], off[1]:off[1] + core.shape[3]] = core
+        return y, (x, weight, bias is not None, s, p, d)
     xpad = pad2d(x, p)
     w2 = xp.reshape(weight, (c_out, c_in * kh * kw))
     b2 = xp.reshape(bias, (c_out, 1)) if bias is not None else None
@@ -101,6 +111,12 @@ def conv2d_backward(dy, cache, need_dx=True, need_dweight=True):
     n, c_out, oh, ow = dy.shape
     _, c_in, kh, kw = weight.shape
     h, w = x.shape[2:]
+    q, off = _reach(s, p, d, (kh, kw))
+    if off != (0, 0):               # outside the computed core dy only reaches the bias
+        hc, wc = conv_output_size(h, kh, s[0], q[0], d[0]), conv_output_size(w, kw, s[1], q[1], d[1])
+        dyc = dy[:, :, off[0]:off[0] + hc, off[1]:off[1] + wc]
+        dx, dweight, _ = conv2d_backward(dyc, (x, weight, False, s, q, d), need_dx, need_dweight)
+        return dx, dweight, (xp.sum(dy, axis=(0, 2, 3)) if has_bias else None)
     w2t = xp.matrix_transpose(xp.reshape(weight, (c_out, c_in * kh * kw)))
     fold = need_dx and not _dx_by_convolution(weight.shape, s, p, d)
     xpad = pad2d(x, p) if need_dweight else None
@@ -140,6 +156,20 @@ def conv2d_backward(dy, cache, need_dx=True, need_dweight=True):
         dx, _ = conv2d(dy, flipped, None, 1, (d[0] * (kh - 1) - p[0], d[1] * (kw - 1) - p[1]), d)
     dbias = xp.sum(dy, axis=(0, 2, 3)) if has_bias else None
     return dx, dweight, dbias
+
+
+def _reach(s, p, d, k):
+    """Padding that still reaches x, and where its output sits in the full output.
+
+    With stride 1 a window whose last tap D(K - 1) lies in the padding sees zeros
+    only, so padding beyond D(K - 1) adds nothing but bias-valued borders: the output
+    of padding P is the output of padding Q = min(P, D(K - 1)) framed by P - Q pixels
+    of bias. Returns ``(Q, P - Q)`` (``(P, 0)`` for strided convolutions).
+    """
+    if s != (1, 1):
+        return p, (0, 0)
+    q = tuple(min(pi, di * (ki - 1)) for pi, di, ki in zip(p, d, k))
+    return q, (p[0] - q[0], p[1] - q[1])
 
 
 def _dx_by_convolution(w_shape, s, p, d):
