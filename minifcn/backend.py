@@ -354,6 +354,25 @@ def parallel_for(fn, items, like):
     return results
 
 
+FRAME_MIN_PIXELS = 32 * 32       # smaller images are not worth inspecting
+
+
+def constant_frame(x):
+    """The box ``(r0, r1, c0, c1)`` outside which every (n, c) plane of x (N, C, H, W)
+    equals its corner value x[n, c, 0, 0], or None (no such frame, a small image, or a
+    backend other than NumPy: finding it reads the data on the host, a GPU sync)."""
+    if not is_numpy(x) or x.ndim != 4 or x.shape[2] * x.shape[3] < FRAME_MIN_PIXELS:
+        return None
+    n, c, h, w = x.shape
+    same = np.empty((n, c, h, w), dtype=bool)
+    by_channels(lambda c0, c1: x[:, c0:c1] == x[:, c0:c1, :1, :1], same)
+    rows = np.flatnonzero(~same.all(axis=(0, 1, 3)))
+    cols = np.flatnonzero(~same.all(axis=(0, 1, 2)))
+    if rows.size == 0 or (rows[0] == 0 and rows[-1] == h - 1 and cols[0] == 0 and cols[-1] == w - 1):
+        return None
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
 def by_channels(fn, out):
     """``out[:, c0:c1] = fn(c0, c1)`` over cache-sized groups of channels (axis 1), on
     all cores for NumPy; a single ``out[...] = fn(0, C)`` where that is all there is.

@@ -186,3 +186,61 @@ def test_parallel_for_thread_counts_give_identical_conv_gradients(monkeypatch):
     for other in results[1:]:
         for a, b in zip(results[0], other):
             np.testing.assert_array_equal(a, b)
+
+
+def _framed(shape, box, seed=0):
+    """x with one random value per (n, c) plane outside ``box`` = (r0, r1, c0, c1), random inside."""
+    rng = np.random.default_rng(seed)
+    x = np.broadcast_to(rng.standard_normal(shape[:2] + (1, 1)), shape).copy()
+    r0, r1, c0, c1 = box
+    x[:, :, r0:r1, c0:c1] = rng.standard_normal(shape[:2] + (r1 - r0, c1 - c0))
+    return x
+
+
+FRAME_CASES = [((1, 2, 14, 13), (5, 8, 4, 9), (3, 2, 3, 3), 1, 1),       # 3x3 same padding
+               ((2, 3, 16, 15), (6, 9, 6, 10), (2, 3, 3, 3), 1, (0, 2)),  # batch 2, padding on one side
+               ((1, 2, 15, 14), (6, 8, 5, 8), (2, 2, 3, 2), 1, 0, (2, 1))]  # dilation, no padding
+
+
+@pytest.mark.parametrize("case", FRAME_CASES)
+def test_conv2d_constant_frame_computed_once_equals_plain(case, monkeypatch):
+    x_shape, box, w_shape, s, p, *dil = case
+    d = dil[0] if dil else 1
+    monkeypatch.setattr(B, "FRAME_MIN_PIXELS", 1)
+    x = _framed(x_shape, box)
+    rng = np.random.default_rng(1)
+    w, b = rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
+    assert B.constant_frame(x) == box
+    assert conv_module._frame_plan(x, (1, 1), conv_module.pair(p), conv_module.pair(d), w_shape[2:]) is not None
+    y, cache = F.conv2d(x, w, b, s, p, d)
+    R.assert_close(y, R.conv2d(x, w, b, s, p, d))
+    dy = rng.standard_normal(y.shape)
+    framed = F.conv2d_backward(dy, cache)
+    monkeypatch.setattr(conv_module, "_frame_plan", lambda *args: None)
+    plain = F.conv2d_backward(dy, F.conv2d(x, w, b, s, p, d)[1])
+    for a, e in zip(framed, plain):
+        R.assert_close(a, e, atol=1e-12, rtol=1e-12)
+
+
+def test_conv2d_constant_frame_gradcheck(monkeypatch):
+    monkeypatch.setattr(B, "FRAME_MIN_PIXELS", 1)
+    x = _framed((1, 2, 9, 8), (3, 5, 3, 5), seed=2)
+    rng = np.random.default_rng(3)
+    w, b = rng.standard_normal((2, 2, 3, 3)), rng.standard_normal(2)
+    assert F.conv2d(x, w, b, 1, 1)[1][-1][0] == "frame"
+
+    def forward(w, b):              # w.r.t. the weights (x keeps its frame)
+        return F.conv2d(x, w, b, 1, 1)
+
+    def backward(dy, cache):
+        return F.conv2d_backward(dy, cache, need_dx=False)[1:]
+
+    report = check_backward(forward, backward, [w, b], seed=4)
+    assert report.ok, report
+
+
+def test_constant_frame_is_found_only_on_numpy(backend):
+    x = _framed((1, 2, 70, 66), (20, 40, 10, 50))
+    expected = (20, 40, 10, 50) if backend.name == "numpy" else None
+    assert B.constant_frame(backend.asarray(x)) == expected
+    assert B.constant_frame(np.ones((1, 2, 70, 66))) is None               # all constant: nothing to gain

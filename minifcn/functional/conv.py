@@ -14,7 +14,7 @@ so the backward of one is the forward of the other (im2col <-> col2im).
 """
 from __future__ import annotations
 
-from ..backend import device, matmul, namespace, parallel_for, row_bands, scratch, threads_for
+from ..backend import constant_frame, device, matmul, namespace, parallel_for, row_bands, scratch, threads_for
 from .checks import check_bias, check_float, check_ndim, check_same_dtype
 from .im2col import _fold_add, _unfold, _window, conv_output_size, conv_transpose_output_size, pad2d, pair
 
@@ -47,9 +47,15 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
 
     x: (N, C, H, W); weight: (C_out, C, KH, KW); bias: (C_out,) or None.
     Returns ``(y, cache)`` with y: (N, C_out, OH, OW); the output-size formula is in
-    the module docstring. ``cache`` holds the input x (backward rebuilds the columns from it).
-    The columns are built and multiplied band by band of output rows (see
-    :func:`minifcn.backend.row_bands`) so that on a CPU they stay in cache.
+    the module docstring. ``cache`` holds the input x (backward rebuilds the columns
+    from it) and how the output was computed:
+
+    * band by band of output rows (:func:`_correlate`), so that on a CPU the im2col
+      columns stay in cache and the bands run on all cores;
+    * padding beyond the kernel's reach only adds bias-valued borders (:func:`_reach`);
+    * where x has a constant frame (NumPy; the 100-pixel padding of conv1_1 leaves one
+      on every trunk activation up to conv4), outputs whose window lies in the frame
+      are one value per channel, computed once (:func:`_frame_plan`).
     """
     check_ndim(x, 4, "conv2d input x", "(N, C, H, W)")
     check_ndim(weight, 4, "conv2d weight", "(C_out, C_in, KH, KW)")
@@ -72,28 +78,26 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
     if off != (0, 0):
         # Output pixels whose window lies wholly in the zero padding equal the bias (most
         # of conv1_1's output, padded by 100): compute only the windows that touch x.
-        core, _ = conv2d(x, weight, bias, s, q, d)
+        core, core_cache = conv2d(x, weight, bias, s, q, d)
         y = xp.zeros((n, c_out, oh, ow), dtype=x.dtype, device=device(x))
         if bias is not None:
             y[...] = xp.reshape(bias, (1, c_out, 1, 1))
         y[:, :, off[0]:off[0] + core.shape[2], off[1]:off[1] + core.shape[3]] = core
-        return y, (x, weight, bias is not None, s, p, d)
+        return y, (x, weight, bias is not None, s, p, d, ("reach", off, tuple(core.shape[2:]), core_cache))
     xpad = pad2d(x, p)
-    w2 = xp.reshape(weight, (c_out, c_in * kh * kw))
-    b2 = xp.reshape(bias, (c_out, 1)) if bias is not None else None
+    frame = _frame_plan(x, s, p, d, (kh, kw))
+    if frame is None:
+        return _correlate(xpad, weight, bias, s, d, (oh, ow)), (x, weight, bias is not None, s, p, d, None)
+    regions, v = frame                       # v: (N, C_in), the frame's value per plane
+    const = v @ xp.matrix_transpose(xp.sum(weight, axis=(2, 3)))          # (N, C_out)
+    if bias is not None:
+        const = const + bias
     y = xp.empty((n, c_out, oh, ow), dtype=x.dtype, device=device(x))
-
-    def band(r0, r1):
-        cols = _unfold(xpad, (kh, kw), s, d, (r0, r1), ow, _scratch_cols(xpad, kh, kw, r1 - r0, ow))
-        yb = matmul(w2, cols, scratch((n, c_out, (r1 - r0) * ow), x.dtype, x, slot=1))
-        if b2 is not None:
-            yb += b2
-        y[:, :, r0:r1, :] = xp.reshape(yb, (n, c_out, r1 - r0, ow))
-
-    min_rows = min(_min_band_rows(ow), -(-oh // threads_for(x)))      # a band for every thread
-    parallel_for(band, row_bands(oh, n * c_in * kh * kw * ow, x, min_rows), x)
-    cache = (x, weight, bias is not None, s, p, d)
-    return y, cache
+    y[...] = xp.reshape(const, (n, c_out, 1, 1))
+    for r0, r1, c0, c1 in regions:           # windows that see x's core or the zero padding
+        sub = xpad[:, :, r0:r1 + d[0] * (kh - 1), c0:c1 + d[1] * (kw - 1)]
+        y[:, :, r0:r1, c0:c1] = _correlate(sub, weight, bias, s, d, (r1 - r0, c1 - c0))
+    return y, (x, weight, bias is not None, s, p, d, ("frame", regions, v))
 
 
 def conv2d_backward(dy, cache, need_dx=True, need_dweight=True):
@@ -106,21 +110,76 @@ def conv2d_backward(dy, cache, need_dx=True, need_dweight=True):
     The columns are rebuilt from the cached input x, band by band, never stored; for
     stride 1, dx is computed as the equivalent convolution of dy (:func:`_dx_by_convolution`).
     """
-    x, weight, has_bias, s, p, d = cache
+    x, weight, has_bias, s, p, d, plan = cache
     xp = namespace(dy, weight)
     n, c_out, oh, ow = dy.shape
     _, c_in, kh, kw = weight.shape
     h, w = x.shape[2:]
-    q, off = _reach(s, p, d, (kh, kw))
-    if off != (0, 0):               # outside the computed core dy only reaches the bias
-        hc, wc = conv_output_size(h, kh, s[0], q[0], d[0]), conv_output_size(w, kw, s[1], q[1], d[1])
-        dyc = dy[:, :, off[0]:off[0] + hc, off[1]:off[1] + wc]
-        dx, dweight, _ = conv2d_backward(dyc, (x, weight, False, s, q, d), need_dx, need_dweight)
-        return dx, dweight, (xp.sum(dy, axis=(0, 2, 3)) if has_bias else None)
-    w2t = xp.matrix_transpose(xp.reshape(weight, (c_out, c_in * kh * kw)))
+    dbias = xp.sum(dy, axis=(0, 2, 3)) if has_bias else None
+    if plan is not None and plan[0] == "reach":   # outside the core dy only reaches the bias
+        _, off, (hc, wc), core_cache = plan
+        dx, dweight, _ = conv2d_backward(dy[:, :, off[0]:off[0] + hc, off[1]:off[1] + wc], core_cache,
+                                         need_dx, need_dweight)
+        return dx, dweight, dbias
     fold = need_dx and not _dx_by_convolution(weight.shape, s, p, d)
-    xpad = pad2d(x, p) if need_dweight else None
+    xpad = pad2d(x, p) if need_dweight or fold else None
     dxpad = xp.zeros((n, c_in, h + 2 * p[0], w + 2 * p[1]), dtype=dy.dtype, device=device(dy)) if fold else None
+    dweight = None
+    if plan is None:                # one band loop for both gradients
+        dw2 = _backward_bands(xpad if need_dweight else None, dy, weight, s, d, dxpad)
+        dweight = xp.reshape(dw2, weight.shape) if need_dweight else None
+    elif fold:
+        _backward_bands(None, dy, weight, s, d, dxpad)
+    if plan is not None and need_dweight:
+        # Windows inside the frame all hold v[n, c]: they add v[n, c] * (dy summed over them).
+        _, regions, v = plan
+        dw2 = xp.zeros((c_out, c_in * kh * kw), dtype=dy.dtype, device=device(dy))
+        dy_frame = xp.sum(dy, axis=(2, 3))                                    # (N, C_out)
+        for r0, r1, c0, c1 in regions:
+            sub = xpad[:, :, r0:r1 + d[0] * (kh - 1), c0:c1 + d[1] * (kw - 1)]
+            dw2 = dw2 + _backward_bands(sub, dy[:, :, r0:r1, c0:c1], weight, s, d, None)
+            dy_frame = dy_frame - xp.sum(dy[:, :, r0:r1, c0:c1], axis=(2, 3))
+        dweight = xp.reshape(dw2, weight.shape) + xp.reshape(
+            xp.matrix_transpose(dy_frame) @ v, (c_out, c_in, 1, 1))
+    if fold:
+        dx = dxpad[:, :, p[0]:p[0] + h, p[1]:p[1] + w]
+    elif need_dx:                   # a full convolution of dy with the flipped, transposed kernel
+        flipped = xp.permute_dims(xp.flip(weight, axis=(2, 3)), (1, 0, 2, 3))       # (C_in, C_out, KH, KW)
+        dx = _correlate(pad2d(dy, (d[0] * (kh - 1) - p[0], d[1] * (kw - 1) - p[1])), flipped, None, (1, 1), d, (h, w))
+    else:
+        dx = None
+    return dx, dweight, dbias
+
+
+def _correlate(xpad, weight, bias, s, d, out_size):
+    """y = weight (*) xpad for an already padded input: (N, C_out, OH, OW), band by band."""
+    xp = namespace(xpad, weight)
+    n = xpad.shape[0]
+    c_out, c_in, kh, kw = weight.shape
+    oh, ow = out_size
+    w2 = xp.reshape(weight, (c_out, c_in * kh * kw))
+    b2 = xp.reshape(bias, (c_out, 1)) if bias is not None else None
+    y = xp.empty((n, c_out, oh, ow), dtype=xpad.dtype, device=device(xpad))
+
+    def band(r0, r1):
+        cols = _unfold(xpad, (kh, kw), s, d, (r0, r1), ow, _scratch_cols(xpad, kh, kw, r1 - r0, ow))
+        yb = matmul(w2, cols, scratch((n, c_out, (r1 - r0) * ow), xpad.dtype, xpad, slot=1))
+        if b2 is not None:
+            yb += b2
+        y[:, :, r0:r1, :] = xp.reshape(yb, (n, c_out, r1 - r0, ow))
+
+    min_rows = min(_min_band_rows(ow), -(-oh // threads_for(xpad)))      # a band for every thread
+    parallel_for(band, row_bands(oh, n * c_in * kh * kw * ow, xpad, min_rows), xpad)
+    return y
+
+
+def _backward_bands(xpad, dy, weight, s, d, dxpad):
+    """Band loop of the backward pass: returns dweight as (C_out, C_in*KH*KW) when
+    ``xpad`` is given, and folds weight^T @ dy into ``dxpad`` when that is given."""
+    xp = namespace(dy, weight)
+    n, c_out, oh, ow = dy.shape
+    _, c_in, kh, kw = weight.shape
+    w2t = xp.matrix_transpose(xp.reshape(weight, (c_out, c_in * kh * kw)))
 
     def band(part, r0, r1):
         dyb = xp.reshape(dy[:, :, r0:r1, :], (n, c_out, (r1 - r0) * ow))
@@ -137,25 +196,50 @@ def conv2d_backward(dy, cache, need_dx=True, need_dweight=True):
     # weight gradient, then the odd bands.
     min_rows = max(_min_band_rows(ow), -(-(kh - 1) * d[0] // s[0]))
     bands = row_bands(oh, n * c_in * kh * kw * ow, dy, min_rows)
-    tasks = [("dw",) + b for b in bands] if need_dweight else []
-    tasks += [("dx",) + b for b in bands[0::2]] if fold else []
+    tasks = [("dw",) + b for b in bands] if xpad is not None else []
+    tasks += [("dx",) + b for b in bands[0::2]] if dxpad is not None else []
     partial = parallel_for(band, tasks, dy)
-    if fold:
+    if dxpad is not None:
         parallel_for(band, [("dx",) + b for b in bands[1::2]], dy)
-    dweight = None
-    if need_dweight:
-        dw2 = partial[0]
-        for part in partial[1:len(bands)]:
-            dw2 = dw2 + part
-        dweight = xp.reshape(dw2, weight.shape)
-    dx = None
-    if fold:
-        dx = dxpad[:, :, p[0]:p[0] + h, p[1]:p[1] + w]
-    elif need_dx:                   # a full convolution of dy with the flipped, transposed kernel
-        flipped = xp.permute_dims(xp.flip(weight, axis=(2, 3)), (1, 0, 2, 3))       # (C_in, C_out, KH, KW)
-        dx, _ = conv2d(dy, flipped, None, 1, (d[0] * (kh - 1) - p[0], d[1] * (kw - 1) - p[1]), d)
-    dbias = xp.sum(dy, axis=(0, 2, 3)) if has_bias else None
-    return dx, dweight, dbias
+    if xpad is None:
+        return None
+    dw2 = partial[0]
+    for part in partial[1:len(bands)]:
+        dw2 = dw2 + part
+    return dw2
+
+
+# A frame pays when the windows that must be computed cover at most this share of the output.
+FRAME_MAX_SHARE = 0.7
+
+
+def _frame_plan(x, s, p, d, k):
+    """Where x (N, C, H, W) is constant outside a box, the output regions to compute.
+
+    Returns ``(regions, v)`` -- v: (N, C) the frame value x[:, :, 0, 0]; regions: output
+    boxes (r0, r1, c0, c1) whose windows see x's non-constant core or the zero padding
+    (a ring P wide) -- or None when there is no frame (on backends other than NumPy the
+    data is never inspected), the stride is not 1, or the frame is too thin to pay.
+    Every other output window lies inside the frame, so its value is the same everywhere.
+    """
+    if s != (1, 1):
+        return None
+    box = constant_frame(x)
+    if box is None:
+        return None
+    (b0, b1, e0, e1), (h, w) = box, x.shape[2:]
+    (ph, pw), (rh, rw) = p, (d[0] * (k[0] - 1), d[1] * (k[1] - 1))
+    oh, ow = h + 2 * ph - rh, w + 2 * pw - rw
+    core = (max(0, b0 + ph - rh), min(oh, b1 + ph), max(0, e0 + pw - rw), min(ow, e1 + pw))
+    # the core must stay clear of the padded ring, so that the regions do not overlap
+    if core[0] < ph or core[1] > oh - ph or core[2] < pw or core[3] > ow - pw or core[0] >= core[1] \
+            or core[2] >= core[3]:
+        return None
+    ring = [(0, ph, 0, ow), (oh - ph, oh, 0, ow), (ph, oh - ph, 0, pw), (ph, oh - ph, ow - pw, ow)]
+    regions = [core] + [r for r in ring if r[0] < r[1] and r[2] < r[3]]
+    if sum((r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in regions) > FRAME_MAX_SHARE * oh * ow:
+        return None
+    return regions, x[:, :, 0, 0]
 
 
 def _reach(s, p, d, k):
