@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from ..backend import constant_frame, device, matmul, namespace, parallel_for, row_bands, scratch, threads_for
 from .checks import check_bias, check_float, check_ndim, check_same_dtype
-from .im2col import _fold_add, _unfold, _window, conv_output_size, conv_transpose_output_size, pad2d, pair
+from .im2col import _fold_add, _unfold, _window, conv_output_size, conv_transpose_output_size, pair
 
 
 def _conv_params(stride, padding, dilation):
@@ -34,6 +34,23 @@ MIN_BAND_COLUMNS = 1024
 
 def _min_band_rows(ow):
     return -(-MIN_BAND_COLUMNS // ow)
+
+
+def _padded(x, p, slot):
+    """x (N, C, H, W) zero-padded by P in a reusable buffer (see :func:`minifcn.backend.scratch`):
+    no fresh allocation per call, and only the border is zeroed."""
+    (ph, pw), (n, c, h, w) = p, x.shape
+    if ph == 0 and pw == 0:
+        return x
+    xp = namespace(x)
+    out = scratch((n, c, h + 2 * ph, w + 2 * pw), x.dtype, x, slot)
+    zero = xp.zeros((), dtype=x.dtype, device=device(x))
+    out[:, :, :ph, :] = zero
+    out[:, :, ph + h:, :] = zero
+    out[:, :, ph:ph + h, :pw] = zero
+    out[:, :, ph:ph + h, pw + w:] = zero
+    out[:, :, ph:ph + h, pw:pw + w] = x
+    return out
 
 
 def _scratch_cols(xpad, kh, kw, rows, ow):
@@ -84,7 +101,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
             y[...] = xp.reshape(bias, (1, c_out, 1, 1))
         y[:, :, off[0]:off[0] + core.shape[2], off[1]:off[1] + core.shape[3]] = core
         return y, (x, weight, bias is not None, s, p, d, ("reach", off, tuple(core.shape[2:]), core_cache))
-    xpad = pad2d(x, p)
+    xpad = _padded(x, p, slot=2)
     frame = _frame_plan(x, s, p, d, (kh, kw))
     if frame is None:
         return _correlate(xpad, weight, bias, s, d, (oh, ow)), (x, weight, bias is not None, s, p, d, None)
@@ -122,7 +139,7 @@ def conv2d_backward(dy, cache, need_dx=True, need_dweight=True):
                                          need_dx, need_dweight)
         return dx, dweight, dbias
     fold = need_dx and not _dx_by_convolution(weight.shape, s, p, d)
-    xpad = pad2d(x, p) if need_dweight or fold else None
+    xpad = _padded(x, p, slot=2) if need_dweight or fold else None
     dxpad = xp.zeros((n, c_in, h + 2 * p[0], w + 2 * p[1]), dtype=dy.dtype, device=device(dy)) if fold else None
     dweight = None
     if plan is None:                # one band loop for both gradients
@@ -145,7 +162,8 @@ def conv2d_backward(dy, cache, need_dx=True, need_dweight=True):
         dx = dxpad[:, :, p[0]:p[0] + h, p[1]:p[1] + w]
     elif need_dx:                   # a full convolution of dy with the flipped, transposed kernel
         flipped = xp.permute_dims(xp.flip(weight, axis=(2, 3)), (1, 0, 2, 3))       # (C_in, C_out, KH, KW)
-        dx = _correlate(pad2d(dy, (d[0] * (kh - 1) - p[0], d[1] * (kw - 1) - p[1])), flipped, None, (1, 1), d, (h, w))
+        dypad = _padded(dy, (d[0] * (kh - 1) - p[0], d[1] * (kw - 1) - p[1]), slot=3)
+        dx = _correlate(dypad, flipped, None, (1, 1), d, (h, w))
     else:
         dx = None
     return dx, dweight, dbias
