@@ -93,7 +93,7 @@ def overlay(image, label, alpha=0.5) -> np.ndarray:
 def _figure(*args, **kwargs):
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI window
 
-    return Figure(*args, **kwargs)
+    return Figure(*args, layout="constrained", **kwargs)
 
 
 def _save_figure(fig, path) -> Path:
@@ -155,7 +155,8 @@ def save_prediction_tiles(images, labels, preds, path, class_names) -> Path:
         raise ValueError(f"need the same positive number of images, labels and preds, got "
                          f"{len(images)}, {len(labels)}, {len(preds)}")
     n = len(images)
-    fig = _figure(figsize=(9, 3 * n + 0.6), dpi=100)
+    aspect = max(np.shape(im)[0] / max(np.shape(im)[1], 1) for im in images)  # tallest H / W
+    fig = _figure(figsize=(9, n * 3 * aspect + 0.9), dpi=100)
     axes = fig.subplots(n, 3, squeeze=False)
     present = set()
     for i, (im, lab, pred) in enumerate(zip(images, labels, preds)):
@@ -171,8 +172,8 @@ def save_prediction_tiles(images, labels, preds, path, class_names) -> Path:
             if i == 0:
                 ax.set_title(title)
     handles = _legend_handles(sorted(present), class_names)
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
-    fig.subplots_adjust(bottom=0.6 / (3 * n + 0.6) + 0.02)
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize=8,
+               frameon=False)
     return _save_figure(fig, path)
 
 
