@@ -281,16 +281,20 @@ class _Pool:
     """A lazily started pool of helper threads, re-made after ``fork``."""
 
     def __init__(self):
-        self.executor, self.size, self.blas_local = None, 0, None
+        self.executor, self.size, self.blas_local = None, 0, False
         self.inside = threading.local()     # set while a thread runs band work (no nesting)
+
+    def blas(self):
+        """NumPy's per-thread BLAS thread-count setter, or None (looked up once)."""
+        if self.blas_local is False:
+            self.blas_local = _openblas_set_local()
+        return self.blas_local
 
     def get(self, size):
         if self.executor is None or self.size != size:
             if self.executor is not None:
                 self.executor.shutdown(wait=True)
-            self.blas_local = _openblas_set_local()
-            init = (lambda: self.blas_local(1)) if self.blas_local else None
-            self.executor = ThreadPoolExecutor(size, "minifcn-band", initializer=init)
+            self.executor = ThreadPoolExecutor(size, "minifcn-band", initializer=lambda: self.blas()(1))
             self.size = size
         return self.executor
 
@@ -314,18 +318,17 @@ def parallel_for(fn, items, like):
     """``[fn(*item) for item in items]``, spread over the CPU cores for NumPy arrays.
 
     The calling thread and ``THREADS - 1`` helpers take items from one shared queue, so
-    a thread that gets no core simply does less. ``fn`` must write only to places no
-    other item writes (e.g. disjoint row bands). Results come back in item order. Runs
-    serially on other backends (a GPU runs one big kernel per band), inside another
+    a thread that gets no core simply does less, and every thread calls BLAS with one
+    thread (a lone item too: on a busy machine a multi-threaded BLAS call on a small
+    band stalls waiting for a core). ``fn`` must write only to places no other item
+    writes (e.g. disjoint row bands). Results come back in item order. Runs as a plain
+    loop on other backends (a GPU runs one big kernel per band), inside another
     ``parallel_for``, or when NumPy's BLAS thread count cannot be set per thread.
     """
     items = list(items)
+    if not is_numpy(like) or getattr(_POOL.inside, "active", False) or _POOL.blas() is None:
+        return [fn(*item) for item in items]
     threads = min(len(items), threads_for(like))
-    if threads <= 1 or getattr(_POOL.inside, "active", False):
-        return [fn(*item) for item in items]
-    pool = _POOL.get(threads - 1)
-    if _POOL.blas_local is None:
-        return [fn(*item) for item in items]
     results = [None] * len(items)
     queue, lock = iter(range(len(items))), threading.Lock()
 
@@ -341,12 +344,15 @@ def parallel_for(fn, items, like):
         finally:
             _POOL.inside.active = False
 
-    helpers = [pool.submit(work) for _ in range(threads - 1)]
-    old = _POOL.blas_local(1)
+    helpers = []
+    if threads > 1:
+        pool = _POOL.get(threads_for(like) - 1)
+        helpers = [pool.submit(work) for _ in range(threads - 1)]
+    old = _POOL.blas()(1)
     try:
         work()
     finally:
-        _POOL.blas_local(old)
+        _POOL.blas()(old)
         for h in helpers:             # wait for every helper before anyone reads the outputs
             h.exception()
     for h in helpers:
