@@ -60,3 +60,11 @@ def test_bench_rejects_bad_arguments():
         bench.run(steps=0, size=16, progress=False)
     with pytest.raises(ValueError, match="--compare torch needs --backend numpy"):
         bench.run(size=16, steps=1, backend="strict", compare="torch", progress=False)
+
+
+def test_bench_runs_on_the_device_backend():
+    """strict:device1 refuses host transfers as CuPy does: the timed step never leaves the device."""
+    pytest.importorskip("array_api_strict")
+    r = bench.run("fcn32s", width=0.0625, size=16, backend="strict:device1", steps=1, warmup=0, progress=False)
+    assert r["config"]["backend"] == "strict:device1" and r["minifcn"]["step_s"] > 0
+    assert "tracemalloc_added_bytes" not in r["minifcn"]
