@@ -7,8 +7,10 @@ P = (PH, PW); dilation D = (DH, DW); output OH x OW.
     OH = (H - 1)*SH - 2*PH + DH*(KH - 1) + 1                        (transposed)
 
 im2col writes one strided slice of the whole batch per kernel offset (ky, kx), so
-the Python loop runs KH*KW times whatever the image size; col2im runs the same
-loop with ``+=``, which sums the overlapping windows without any scatter.
+the Python loop runs KH*KW times whatever the image size (on NumPy and CuPy the
+KH*KW slices are one strided view, copied at once); col2im runs the same loop with
+``+=``, which sums the overlapping windows without any scatter. Both work on a band
+of output rows at a time, which is how conv2d keeps them in the CPU cache.
 """
 from __future__ import annotations
 
