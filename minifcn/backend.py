@@ -233,18 +233,20 @@ def scatter_add(target, index, values):
 
 
 # Loops over an image in bands of output rows keep their temporaries (im2col columns)
-# small enough to stay in a CPU core's cache. On a GPU one band (one big kernel) is best.
+# small enough to stay in a CPU core's cache. On a GPU few big kernels are best: one
+# band unless its columns would pass DEVICE_BAND_ELEMENTS.
 CPU_BAND_ELEMENTS = 1 << 18     # about 1 MiB of float32 per band
+DEVICE_BAND_ELEMENTS = 1 << 26  # 256 MiB of float32
 BAND_ELEMENTS = None            # set to force a band size on every backend (tests)
 
 
 def row_bands(rows, elements_per_row, like, min_rows=1):
     """Split ``range(rows)`` into ``[(r0, r1), ...]`` bands of about ``CPU_BAND_ELEMENTS``
-    elements but at least ``min_rows`` rows (NumPy), or one band (other backends), for
-    arrays beside ``like``."""
+    (NumPy) or at most ``DEVICE_BAND_ELEMENTS`` (other backends) elements, but at least
+    ``min_rows`` rows, for arrays beside ``like``."""
     target = BAND_ELEMENTS
     if target is None:
-        target = CPU_BAND_ELEMENTS if is_numpy(like) else rows * elements_per_row
+        target = CPU_BAND_ELEMENTS if is_numpy(like) else DEVICE_BAND_ELEMENTS
     step = max(1, min_rows, min(rows, target // max(1, elements_per_row)))
     return [(r, min(r + step, rows)) for r in range(0, rows, step)]
 
