@@ -264,19 +264,43 @@ def _cpu_count():
         return os.cpu_count() or 1
 
 
+def _openblas_libs():
+    """NumPy's bundled OpenBLAS (wheels ship it beside the package), loaded with ctypes."""
+    paths = glob.glob(os.path.join(os.path.dirname(np.__file__) + ".libs", "*openblas*"))
+    paths += glob.glob(os.path.join(os.path.dirname(np.__file__), ".dylibs", "*openblas*"))
+    for path in paths:
+        try:
+            yield ctypes.CDLL(path)
+        except OSError:
+            continue
+
+
 def _openblas_set_local():
     """NumPy's bundled OpenBLAS ``openblas_set_num_threads_local`` (per-thread BLAS
     thread count, OpenBLAS >= 0.3.27), or None when it cannot be found."""
-    libs = glob.glob(os.path.join(os.path.dirname(np.__file__) + ".libs", "*openblas*"))
-    libs += glob.glob(os.path.join(os.path.dirname(np.__file__), ".dylibs", "*openblas*"))
-    for path in libs:
-        try:
-            fn = ctypes.CDLL(path).openblas_set_num_threads_local
-        except (OSError, AttributeError):
-            continue
-        fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
-        return fn
+    for lib in _openblas_libs():
+        fn = getattr(lib, "openblas_set_num_threads_local", None)
+        if fn is not None:
+            fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+            return fn
     return None
+
+
+def blas_info() -> dict:
+    """``{"config": ..., "core": ...}`` of NumPy's OpenBLAS (the kernel it picked for this
+    CPU, which OPENBLAS_CORETYPE can override), or {} when not found. For reports only."""
+    for lib in _openblas_libs():
+        info = {}
+        for key in ("config", "corename"):
+            for name in (f"openblas_get_{key}", f"scipy_openblas_get_{key}64_", f"scipy_openblas_get_{key}"):
+                fn = getattr(lib, name, None)
+                if fn is not None:
+                    fn.restype = ctypes.c_char_p
+                    info["core" if key == "corename" else key] = fn().decode()
+                    break
+        if info:
+            return info
+    return {}
 
 
 class _Pool:

@@ -36,7 +36,7 @@ import tracemalloc
 import numpy as np
 
 from . import functional as F
-from .backend import backend_of, get_backend, is_cupy, to_numpy
+from .backend import backend_of, blas_info, get_backend, is_cupy, to_numpy
 from .layers import Conv2d, ConvTranspose2d, Crop, Dropout, Layer, MaxPool2d, ReLU
 
 CATEGORIES = ("conv3x3", "conv1x1/fc", "transposed conv", "pooling", "elementwise", "loss", "optimiser",
@@ -458,7 +458,8 @@ class _NoBar:
 def _machine():
     info = {"platform": platform.platform(), "python": platform.python_version(), "numpy": np.__version__,
             "cpus": os.cpu_count(),
-            "openblas_env": {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS", "OMP_"))}}
+            "openblas_env": {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS", "OMP_"))},
+            "blas": blas_info()}
     with contextlib.suppress(OSError):
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -473,6 +474,11 @@ def format_report(r) -> str:
     lines = [f"{c['model']} width {c['width']} input {c['batch']}x3x{c['size']}x{c['size']} {c['dtype']} "
              f"on {c['backend']}: {r['gflop_per_step']:.2f} GFLOP per step, median of {c['steps']} steps "
              f"after {c['warmup']} warm-up"]
+    blas, env = r["machine"].get("blas", {}), r["machine"].get("openblas_env", {})
+    if c["backend"] == "numpy" and blas.get("core"):
+        forced = f", forced by OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}" if "OPENBLAS_CORETYPE" in env else ""
+        version = " ".join(blas.get("config", "OpenBLAS").split()[:2])
+        lines.append(f"NumPy BLAS: {version}, {blas['core']} kernels{forced}")
     names = [k for k in ("minifcn", "torch") if k in r]
     phases = ("forward", "loss", "backward", "optimiser", "other")
     lines.append(f"{'':12s}" + "".join(f"{p:>11s}" for p in phases) + f"{'step':>10s}{'GFLOP/s':>9s}{'memory':>10s}")
