@@ -144,20 +144,20 @@ def conv2d_backward(dy, cache, need_dx=True, need_dweight=True):
     dxpad = xp.zeros((n, c_in, h + 2 * p[0], w + 2 * p[1]), dtype=dy.dtype, device=device(dy)) if fold else None
     dweight = None
     if plan is None:                # one band loop for both gradients
-        dw2t = _backward_bands(xpad if need_dweight else None, dy, weight, s, d, dxpad)
-        dweight = _unflatten_dweight(dw2t, weight.shape) if need_dweight else None
+        dw2 = _backward_bands(xpad if need_dweight else None, dy, weight, s, d, dxpad)
+        dweight = xp.reshape(dw2, weight.shape) if need_dweight else None
     elif fold:
         _backward_bands(None, dy, weight, s, d, dxpad)
     if plan is not None and need_dweight:
         # Windows inside the frame all hold v[n, c]: they add v[n, c] * (dy summed over them).
         _, regions, v = plan
-        dw2t = xp.zeros((c_in * kh * kw, c_out), dtype=dy.dtype, device=device(dy))
+        dw2 = xp.zeros((c_out, c_in * kh * kw), dtype=dy.dtype, device=device(dy))
         dy_frame = dy_sum
         for r0, r1, c0, c1 in regions:
             sub = xpad[:, :, r0:r1 + d[0] * (kh - 1), c0:c1 + d[1] * (kw - 1)]
-            dw2t = dw2t + _backward_bands(sub, dy[:, :, r0:r1, c0:c1], weight, s, d, None)
+            dw2 = dw2 + _backward_bands(sub, dy[:, :, r0:r1, c0:c1], weight, s, d, None)
             dy_frame = dy_frame - xp.sum(dy[:, :, r0:r1, c0:c1], axis=(2, 3))
-        dweight = _unflatten_dweight(dw2t, weight.shape) + xp.reshape(
+        dweight = xp.reshape(dw2, weight.shape) + xp.reshape(
             xp.matrix_transpose(dy_frame) @ v, (c_out, c_in, 1, 1))
     if fold:
         dx = dxpad[:, :, p[0]:p[0] + h, p[1]:p[1] + w]
@@ -193,13 +193,17 @@ def _correlate(xpad, weight, bias, s, d, out_size):
 
 
 def _backward_bands(xpad, dy, weight, s, d, dxpad):
-    """Band loop of the backward pass: returns dweight^T as (C_in*KH*KW, C_out) when
+    """Band loop of the backward pass: returns dweight as (C_out, C_in*KH*KW) when
     ``xpad`` is given, and folds weight^T @ dy into ``dxpad`` when that is given.
-    (cols @ dy^T runs up to twice as fast in OpenBLAS as dy @ cols^T when C_out is small.)"""
+
+    For small weights the bands compute dweight^T = cols @ dy^T, which OpenBLAS runs
+    up to twice as fast as dy @ cols^T when C_out is small; big ones (fc6) are not
+    worth the final transpose."""
     xp = namespace(dy, weight)
     n, c_out, oh, ow = dy.shape
     _, c_in, kh, kw = weight.shape
     w2t = xp.matrix_transpose(xp.reshape(weight, (c_out, c_in * kh * kw)))
+    small = c_out * c_in * kh * kw <= SMALL_WEIGHT
 
     def band(part, r0, r1):
         dyb = xp.reshape(dy[:, :, r0:r1, :], (n, c_out, (r1 - r0) * ow))
@@ -208,7 +212,9 @@ def _backward_bands(xpad, dy, weight, s, d, dxpad):
             _fold_add(dxpad, dcols, (kh, kw), s, d, (r0, r1), ow)
             return None
         cols = _unfold(xpad, (kh, kw), s, d, (r0, r1), ow, _scratch_cols(xpad, kh, kw, r1 - r0, ow))
-        return xp.sum(cols @ xp.matrix_transpose(dyb), axis=0)     # this band's share of dweight^T
+        if small:                   # this band's share of dweight (transposed for small weights)
+            return xp.sum(cols @ xp.matrix_transpose(dyb), axis=0)
+        return xp.sum(dyb @ xp.matrix_transpose(cols), axis=0)
 
     # Weight-gradient bands are independent. Input-gradient bands fold into the input
     # rows they share with their neighbours (the kernel overlap) but not with bands two
@@ -223,16 +229,13 @@ def _backward_bands(xpad, dy, weight, s, d, dxpad):
         parallel_for(band, [("dx",) + b for b in bands[1::2]], dy)
     if xpad is None:
         return None
-    dw2t = partial[0]
+    dw2 = partial[0]
     for part in partial[1:len(bands)]:
-        dw2t = dw2t + part
-    return dw2t
+        dw2 = dw2 + part
+    return xp.matrix_transpose(dw2) if small else dw2
 
 
-def _unflatten_dweight(dw2t, w_shape):
-    """(C_in*KH*KW, C_out) -> (C_out, C_in, KH, KW)."""
-    xp = namespace(dw2t)
-    return xp.reshape(xp.matrix_transpose(dw2t), w_shape)
+SMALL_WEIGHT = 1 << 18         # weights up to this many elements get their gradient transposed
 
 
 # A frame pays when the windows that must be computed cover at most this share of the output.
