@@ -212,9 +212,9 @@ def _backward_bands(xpad, dy, weight, s, d, dxpad):
             _fold_add(dxpad, dcols, (kh, kw), s, d, (r0, r1), ow)
             return None
         cols = _unfold(xpad, (kh, kw), s, d, (r0, r1), ow, _scratch_cols(xpad, kh, kw, r1 - r0, ow))
-        if small:                   # this band's share of dweight (transposed for small weights)
-            return xp.sum(cols @ xp.matrix_transpose(dyb), axis=0)
-        return xp.sum(dyb @ xp.matrix_transpose(cols), axis=0)
+        # this band's share of dweight (transposed for small weights), summed over N
+        share = cols @ xp.matrix_transpose(dyb) if small else dyb @ xp.matrix_transpose(cols)
+        return share[0, ...] if n == 1 else xp.sum(share, axis=0)
 
     # Weight-gradient bands are independent. Input-gradient bands fold into the input
     # rows they share with their neighbours (the kernel overlap) but not with bands two
