@@ -16,6 +16,7 @@ from minifcn import backend as B
 from minifcn import functional as F
 from minifcn.backend import to_numpy
 from minifcn.functional import conv as conv_module
+from minifcn.functional import conv_bands
 from minifcn.functional.im2col import col2im
 from minifcn.gradcheck import check_backward
 
@@ -44,7 +45,7 @@ def test_conv2d_banded_equals_one_band(backend, case, monkeypatch):
     monkeypatch.setattr(B, "BAND_ELEMENTS", 10**12)
     whole = _conv_all(backend, case)
     monkeypatch.setattr(B, "BAND_ELEMENTS", 1)       # as few output rows per band as allowed
-    monkeypatch.setattr(conv_module, "MIN_BAND_COLUMNS", 1)
+    monkeypatch.setattr(conv_bands, "MIN_BAND_COLUMNS", 1)
     banded = _conv_all(backend, case)
     for a, b in zip(banded, whole):
         R.assert_close(a, to_numpy(b), atol=1e-12, rtol=1e-12)
@@ -93,7 +94,7 @@ def test_row_bands_cover_the_rows_once(monkeypatch):
                                   ((1, 2, 2, 2), (3, 2, 1, 1), 1, 2, 1)])       # 1x1 with padding: bias borders
 def test_conv2d_banded_gradcheck(backend, case, monkeypatch):
     monkeypatch.setattr(B, "BAND_ELEMENTS", 1)
-    monkeypatch.setattr(conv_module, "MIN_BAND_COLUMNS", 1)
+    monkeypatch.setattr(conv_bands, "MIN_BAND_COLUMNS", 1)
     x_shape, w_shape, s, p, d = case
     rng = np.random.default_rng(5)
     x, w, b = (backend.asarray(rng.standard_normal(sh)) for sh in (x_shape, w_shape, (w_shape[0],)))
@@ -174,7 +175,7 @@ def test_parallel_for_returns_results_in_order_and_raises(monkeypatch):
 
 def test_parallel_for_thread_counts_give_identical_conv_gradients(monkeypatch):
     """Partial weight gradients are summed in band order, so the thread count changes nothing."""
-    monkeypatch.setattr(conv_module, "MIN_BAND_COLUMNS", 1)
+    monkeypatch.setattr(conv_bands, "MIN_BAND_COLUMNS", 1)
     monkeypatch.setattr(B, "BAND_ELEMENTS", 50)
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal((1, 3, 17, 9)).astype(np.float32), rng.standard_normal((4, 3, 3, 3)).astype(np.float32)

@@ -14,9 +14,10 @@ so the backward of one is the forward of the other (im2col <-> col2im).
 """
 from __future__ import annotations
 
-from ..backend import constant_frame, device, matmul, namespace, parallel_for, row_bands, scratch, threads_for
+from ..backend import constant_frame, device, namespace
 from .checks import check_bias, check_float, check_ndim, check_same_dtype
-from .im2col import _fold_add, _unfold, _window, conv_output_size, conv_transpose_output_size, pair
+from .conv_bands import backward_bands, correlate, padded
+from .im2col import _window, conv_output_size, conv_transpose_output_size, pair
 
 
 def _conv_params(stride, padding, dilation):
@@ -29,36 +30,6 @@ def _conv_params(stride, padding, dilation):
     return (sh, sw), (ph, pw), (dh, dw)
 
 
-MIN_BAND_COLUMNS = 1024
-
-
-def _min_band_rows(ow):
-    return -(-MIN_BAND_COLUMNS // ow)
-
-
-def _padded(x, p, slot):
-    """x (N, C, H, W) zero-padded by P in a reusable buffer (see :func:`minifcn.backend.scratch`):
-    no fresh allocation per call, and only the border is zeroed."""
-    (ph, pw), (n, c, h, w) = p, x.shape
-    if ph == 0 and pw == 0:
-        return x
-    xp = namespace(x)
-    out = scratch((n, c, h + 2 * ph, w + 2 * pw), x.dtype, x, slot)
-    zero = xp.zeros((), dtype=x.dtype, device=device(x))
-    out[:, :, :ph, :] = zero
-    out[:, :, ph + h:, :] = zero
-    out[:, :, ph:ph + h, :pw] = zero
-    out[:, :, ph:ph + h, pw + w:] = zero
-    out[:, :, ph:ph + h, pw:pw + w] = x
-    return out
-
-
-def _scratch_cols(xpad, kh, kw, rows, ow):
-    """Reusable buffer for one band of im2col columns (see :func:`minifcn.backend.scratch`)."""
-    n, c = xpad.shape[:2]
-    return scratch((n, c, kh, kw, rows, ow), xpad.dtype, xpad)
-
-
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
     """2-D cross-correlation (what deep learning calls convolution).
 
@@ -67,7 +38,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
     the module docstring. ``cache`` holds the input x (backward rebuilds the columns
     from it) and how the output was computed:
 
-    * band by band of output rows (:func:`_correlate`), so that on a CPU the im2col
+    * band by band of output rows (:func:`.conv_bands.correlate`), so that on a CPU the im2col
       columns stay in cache and the bands run on all cores;
     * padding beyond the kernel's reach only adds bias-valued borders (:func:`_reach`);
     * where x has a constant frame (NumPy; the 100-pixel padding of conv1_1 leaves one
@@ -101,10 +72,10 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
             y[...] = xp.reshape(bias, (1, c_out, 1, 1))
         y[:, :, off[0]:off[0] + core.shape[2], off[1]:off[1] + core.shape[3]] = core
         return y, (x, weight, bias is not None, s, p, d, ("reach", off, tuple(core.shape[2:]), core_cache))
-    xpad = _padded(x, p, slot=2)
+    xpad = padded(x, p, slot=2)
     frame = _frame_plan(x, s, p, d, (kh, kw))
     if frame is None:
-        return _correlate(xpad, weight, bias, s, d, (oh, ow)), (x, weight, bias is not None, s, p, d, None)
+        return correlate(xpad, weight, bias, s, d, (oh, ow)), (x, weight, bias is not None, s, p, d, None)
     regions, v = frame                       # v: (N, C_in), the frame's value per plane
     const = v @ xp.matrix_transpose(xp.sum(weight, axis=(2, 3)))          # (N, C_out)
     if bias is not None:
@@ -113,7 +84,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
     y[...] = xp.reshape(const, (n, c_out, 1, 1))
     for r0, r1, c0, c1 in regions:           # windows that see x's core or the zero padding
         sub = xpad[:, :, r0:r1 + d[0] * (kh - 1), c0:c1 + d[1] * (kw - 1)]
-        y[:, :, r0:r1, c0:c1] = _correlate(sub, weight, bias, s, d, (r1 - r0, c1 - c0))
+        y[:, :, r0:r1, c0:c1] = correlate(sub, weight, bias, s, d, (r1 - r0, c1 - c0))
     return y, (x, weight, bias is not None, s, p, d, ("frame", regions, v))
 
 
@@ -140,14 +111,14 @@ def conv2d_backward(dy, cache, need_dx=True, need_dweight=True):
                                          need_dx, need_dweight)
         return dx, dweight, dbias
     fold = need_dx and not _dx_by_convolution(weight.shape, s, p, d)
-    xpad = _padded(x, p, slot=2) if need_dweight or fold else None
+    xpad = padded(x, p, slot=2) if need_dweight or fold else None
     dxpad = xp.zeros((n, c_in, h + 2 * p[0], w + 2 * p[1]), dtype=dy.dtype, device=device(dy)) if fold else None
     dweight = None
     if plan is None:                # one band loop for both gradients
-        dw2 = _backward_bands(xpad if need_dweight else None, dy, weight, s, d, dxpad)
+        dw2 = backward_bands(xpad if need_dweight else None, dy, weight, s, d, dxpad)
         dweight = xp.reshape(dw2, weight.shape) if need_dweight else None
     elif fold:
-        _backward_bands(None, dy, weight, s, d, dxpad)
+        backward_bands(None, dy, weight, s, d, dxpad)
     if plan is not None and need_dweight:
         # Windows inside the frame all hold v[n, c]: they add v[n, c] * (dy summed over them).
         _, regions, v = plan
@@ -155,7 +126,7 @@ def conv2d_backward(dy, cache, need_dx=True, need_dweight=True):
         dy_frame = dy_sum
         for r0, r1, c0, c1 in regions:
             sub = xpad[:, :, r0:r1 + d[0] * (kh - 1), c0:c1 + d[1] * (kw - 1)]
-            dw2 = dw2 + _backward_bands(sub, dy[:, :, r0:r1, c0:c1], weight, s, d, None)
+            dw2 = dw2 + backward_bands(sub, dy[:, :, r0:r1, c0:c1], weight, s, d, None)
             dy_frame = dy_frame - xp.sum(dy[:, :, r0:r1, c0:c1], axis=(2, 3))
         dweight = xp.reshape(dw2, weight.shape) + xp.reshape(
             xp.matrix_transpose(dy_frame) @ v, (c_out, c_in, 1, 1))
@@ -163,79 +134,11 @@ def conv2d_backward(dy, cache, need_dx=True, need_dweight=True):
         dx = dxpad[:, :, p[0]:p[0] + h, p[1]:p[1] + w]
     elif need_dx:                   # a full convolution of dy with the flipped, transposed kernel
         flipped = xp.permute_dims(xp.flip(weight, axis=(2, 3)), (1, 0, 2, 3))       # (C_in, C_out, KH, KW)
-        dypad = _padded(dy, (d[0] * (kh - 1) - p[0], d[1] * (kw - 1) - p[1]), slot=3)
-        dx = _correlate(dypad, flipped, None, (1, 1), d, (h, w))
+        dypad = padded(dy, (d[0] * (kh - 1) - p[0], d[1] * (kw - 1) - p[1]), slot=3)
+        dx = correlate(dypad, flipped, None, (1, 1), d, (h, w))
     else:
         dx = None
     return dx, dweight, dbias
-
-
-def _correlate(xpad, weight, bias, s, d, out_size):
-    """y = weight (*) xpad for an already padded input: (N, C_out, OH, OW), band by band."""
-    xp = namespace(xpad, weight)
-    n = xpad.shape[0]
-    c_out, c_in, kh, kw = weight.shape
-    oh, ow = out_size
-    w2 = xp.reshape(weight, (c_out, c_in * kh * kw))
-    b2 = xp.reshape(bias, (c_out, 1)) if bias is not None else None
-    y = xp.empty((n, c_out, oh, ow), dtype=xpad.dtype, device=device(xpad))
-
-    def band(r0, r1):
-        cols = _unfold(xpad, (kh, kw), s, d, (r0, r1), ow, _scratch_cols(xpad, kh, kw, r1 - r0, ow))
-        yb = matmul(w2, cols, scratch((n, c_out, (r1 - r0) * ow), xpad.dtype, xpad, slot=1))
-        if b2 is not None:
-            yb += b2
-        y[:, :, r0:r1, :] = xp.reshape(yb, (n, c_out, r1 - r0, ow))
-
-    min_rows = min(_min_band_rows(ow), -(-oh // threads_for(xpad)))      # a band for every thread
-    parallel_for(band, row_bands(oh, n * c_in * kh * kw * ow, xpad, min_rows), xpad)
-    return y
-
-
-def _backward_bands(xpad, dy, weight, s, d, dxpad):
-    """Band loop of the backward pass: returns dweight as (C_out, C_in*KH*KW) when
-    ``xpad`` is given, and folds weight^T @ dy into ``dxpad`` when that is given.
-
-    For small weights the bands compute dweight^T = cols @ dy^T, which OpenBLAS runs
-    up to twice as fast as dy @ cols^T when C_out is small; big ones (fc6) are not
-    worth the final transpose."""
-    xp = namespace(dy, weight)
-    n, c_out, oh, ow = dy.shape
-    _, c_in, kh, kw = weight.shape
-    w2t = xp.matrix_transpose(xp.reshape(weight, (c_out, c_in * kh * kw)))
-    small = c_out * c_in * kh * kw <= SMALL_WEIGHT
-
-    def band(part, r0, r1):
-        dyb = xp.reshape(dy[:, :, r0:r1, :], (n, c_out, (r1 - r0) * ow))
-        if part == "dx":
-            dcols = matmul(w2t, dyb, scratch((n, c_in * kh * kw, (r1 - r0) * ow), dy.dtype, dy, slot=1))
-            _fold_add(dxpad, dcols, (kh, kw), s, d, (r0, r1), ow)
-            return None
-        cols = _unfold(xpad, (kh, kw), s, d, (r0, r1), ow, _scratch_cols(xpad, kh, kw, r1 - r0, ow))
-        # this band's share of dweight (transposed for small weights), summed over N
-        share = cols @ xp.matrix_transpose(dyb) if small else dyb @ xp.matrix_transpose(cols)
-        return share[0, ...] if n == 1 else xp.sum(share, axis=0)
-
-    # Weight-gradient bands are independent. Input-gradient bands fold into the input
-    # rows they share with their neighbours (the kernel overlap) but not with bands two
-    # apart once a band spans (KH - 1)*DH input rows: so the even bands go with the
-    # weight gradient, then the odd bands.
-    min_rows = max(_min_band_rows(ow), -(-(kh - 1) * d[0] // s[0]))
-    bands = row_bands(oh, n * c_in * kh * kw * ow, dy, min_rows)
-    tasks = [("dw",) + b for b in bands] if xpad is not None else []
-    tasks += [("dx",) + b for b in bands[0::2]] if dxpad is not None else []
-    partial = parallel_for(band, tasks, dy)
-    if dxpad is not None:
-        parallel_for(band, [("dx",) + b for b in bands[1::2]], dy)
-    if xpad is None:
-        return None
-    dw2 = partial[0]
-    for part in partial[1:len(bands)]:
-        dw2 = dw2 + part
-    return xp.matrix_transpose(dw2) if small else dw2
-
-
-SMALL_WEIGHT = 1 << 18         # weights up to this many elements get their gradient transposed
 
 
 # A frame pays when the windows that must be computed cover at most this share of the output.
