@@ -1,4 +1,9 @@
-"""Checkpoints as .npz files: plain arrays plus JSON metadata, never pickle, written atomically.
+"""Files written atomically, and checkpoints as .npz files: plain arrays plus JSON
+metadata, never pickle.
+
+Every file minifcn writes goes through :func:`atomic_path` (a temporary file in the
+same folder, flushed to disk, then ``os.replace``), so a crash leaves either the old
+file or the complete new one, never half of one.
 
 Layout of a minifcn .npz (one flat namespace of keys):
 
@@ -21,16 +26,56 @@ meta entries are free for their writers (the trainer stores its state there too)
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 import zipfile
+from pathlib import Path
 
 import numpy as np
 
 from .backend import to_numpy
 
 META_KEY = "__meta__"
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; on success it is synced and replaces ``path``,
+    on error it is removed and ``path`` is left as it was.
+
+        >>> with atomic_path("out/metrics.json") as tmp:
+        ...     tmp.write_text(text)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def write_json(path, obj) -> None:
+    """Write ``obj`` as indented JSON, atomically (NaN becomes null, as JSON has no NaN)."""
+    def clean(o):
+        if isinstance(o, float) and o != o:
+            return None
+        if isinstance(o, dict):
+            return {k: clean(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [clean(v) for v in o]
+        return o
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(clean(obj), indent=2) + "\n")
 
 
 def section(arrays: dict, prefix: str) -> dict:
@@ -68,17 +113,9 @@ def save_npz(path, arrays: dict, meta: dict | None = None) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
             np.savez(f, **host)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def load_npz(path) -> tuple[dict, dict]:
