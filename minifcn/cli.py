@@ -11,6 +11,11 @@ from . import __version__
 # verb -> (module, one-line help)
 COMMANDS = {
     "selftest": ("minifcn.selftest", "gradient-check every layer on a backend and print a table"),
+    "make-dataset": ("minifcn.data.synthetic", "write the built-in shapes data set as a VOCdevkit tree"),
+    "train": ("minifcn.train", "train an FCN on the built-in data set or a VOC folder"),
+    "eval": ("minifcn.evaluate", "evaluate a checkpoint: the four metrics, per-class IU chart, prediction tiles"),
+    "predict": ("minifcn.evaluate:predict_verb", "segment images: palette PNG label maps and overlays"),
+    "demo": ("minifcn.demo", "build the built-in data set, train a small FCN-8s, evaluate, draw pictures"),
     "bench": ("minifcn.bench", "time a training step (forward, backward, SGD) per layer type, optionally against PyTorch"),
     "convert": ("minifcn.convert", "turn a PyTorch state dict (VGG16 or torchfcn FCN) into a minifcn .npz"),
     "download-voc": ("minifcn.data.download", "download PASCAL VOC 2012 (resumable, checksummed) and extract it safely"),
@@ -24,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
+        module, _, attr = module.partition(":")  # "package.module" or "package.module:object"
         mod = importlib.import_module(module)
+        mod = getattr(mod, attr) if attr else mod
         mod.add_arguments(p)
         p.set_defaults(_main=mod.main)
     return parser

@@ -22,7 +22,7 @@ skip fusion beats FCN-32s. Labels follow VOC: a palette PNG of class indices wit
 
 :func:`sample` draws one image in memory (a few ms), so training can see fresh images
 every pass; :func:`make_dataset` writes a VOCdevkit tree (``VOC2012/JPEGImages``,
-``SegmentationClass``, ``ImageSets/Segmentation``) that :class:`minifcn.data.VOCSegmentation`
+``SegmentationClass``, ``ImageSets/Segmentation``, ``class_names.txt``) that :class:`minifcn.data.VOCSegmentation`
 reads like the real thing. Both are deterministic by seed.
 """
 from __future__ import annotations
@@ -35,6 +35,8 @@ import tempfile
 
 import numpy as np
 from PIL import Image
+
+from ..viz import voc_palette
 
 VERSION = 1
 CLASS_NAMES = ("background", "disk", "ring", "bar", "triangle", "square")
@@ -148,21 +150,6 @@ def sample(rng, size=None, n_objects=(1, 4), clutter=(0, 2), noise=8.0):
 # ----------------------------------------------------------------------------
 # The VOCdevkit tree
 # ----------------------------------------------------------------------------
-def _palette():
-    """The 256-entry VOC colour palette as a flat list (bit-interleaved class index)."""
-    pal = []
-    for i in range(256):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        pal += [r, g, b]
-    return pal
-
-
 def _split_rng(seed, split, i):
     return np.random.default_rng([seed, {"train": 1, "val": 2}[split], i])
 
@@ -186,7 +173,7 @@ def make_dataset(out_dir, n_train=DEFAULT_N_TRAIN, n_val=DEFAULT_N_VAL, seed=0, 
     try:
         for sub in ("JPEGImages", "SegmentationClass", os.path.join("ImageSets", "Segmentation")):
             os.makedirs(os.path.join(tmp, sub))
-        palette = _palette()
+        palette = voc_palette().ravel().tolist()
         jobs = [(split, i) for split, n in (("train", n_train), ("val", n_val)) for i in range(n)]
         if progress:
             from tqdm import tqdm
@@ -200,6 +187,8 @@ def make_dataset(out_dir, n_train=DEFAULT_N_TRAIN, n_val=DEFAULT_N_VAL, seed=0, 
             png.putpalette(palette)
             png.save(os.path.join(tmp, "SegmentationClass", name + ".png"))
             ids[split].append(name)
+        with open(os.path.join(tmp, "class_names.txt"), "w") as f:
+            f.write("\n".join(CLASS_NAMES) + "\n")
         lists = os.path.join(tmp, "ImageSets", "Segmentation")
         for split, names in (("train", ids["train"]), ("val", ids["val"]), ("trainval", ids["train"] + ids["val"])):
             with open(os.path.join(lists, split + ".txt"), "w") as f:

@@ -1,0 +1,118 @@
+"""``minifcn demo``: the whole job in one command.
+
+1. build the built-in data set (cached in ``~/.cache/minifcn``; see
+   :mod:`minifcn.data.synthetic`),
+2. train a small FCN-8s from scratch on fresh images for a fixed wall-time budget
+   (the iteration count is timed first, so the demo fits on a slow machine too),
+3. evaluate on the built-in val split and write ``OUT/metrics.json`` (four metrics and
+   per-class IU), ``OUT/curves.png``, ``OUT/predictions.png`` and ``OUT/per_class_iu.png``.
+
+``--compare`` also trains FCN-32s and FCN-16s the same way for the same time and
+writes ``OUT/compare.json``: the paper's Table 2 at small scale. ``--quick`` is a
+seconds-long smoke run on a tiny data set (used by the tests).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from .evaluate import METRICS, format_metrics, predict, write_report
+from .train import TrainConfig, Trainer, iterations_for
+
+# The chosen recipe (see README): width 1/8, 2x2 tiles of crops up to 128 px, SGD
+# momentum 0.9 at lr 0.02 with a short warm-up and poly decay, class weights
+# freq ** -0.5, frozen bilinear upsampling, fresh images every step.
+DEFAULT_SECONDS = 200.0
+RECIPE = dict(width=0.125, lr=0.02, momentum=0.9, weight_decay=5e-4, warmup=50, grid=2, crop=128, dropout=0.5)
+QUICK = dict(width=0.0625, crop=64, iters=12, warmup=2, checkpoint_every=6, log_every=3)
+
+
+def run_demo(out="minifcn-demo", quick=False, compare=False, seconds=DEFAULT_SECONDS, backend="numpy",
+             seed=0, progress=True, models=None):
+    """Run the demo; returns ``{model name: validation result}`` (the four metrics and per-class IU)."""
+    from .data import VOCSegmentation
+    from .data.synthetic import CLASS_NAMES, ensure_dataset, make_dataset
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    if quick:
+        data_dir = out / "data"
+        root = (data_dir / "VOC2012") if (data_dir / "VOC2012").is_dir() else \
+            make_dataset(data_dir, n_train=2, n_val=3, seed=seed, progress=False)
+    else:
+        root = ensure_dataset(seed=seed)
+    val = VOCSegmentation(root, "val")
+    names = models or (("fcn8s", "fcn16s", "fcn32s") if compare else ("fcn8s",))
+    results = {}
+    for name in names:
+        config = TrainConfig(out=str(out / name), data="builtin", model=name, seed=seed, backend=backend,
+                             **RECIPE)
+        if quick:
+            config = dataclasses.replace(config, **QUICK)
+        else:
+            config.iters, per_iter = iterations_for(seconds, config)
+            print(f"{name}: {per_iter:.3f} s per iteration, {config.iters} iterations in {seconds:.0f} s")
+        config.val_every = max(1, config.iters // 3)
+        log = Path(config.out) / "log.jsonl"
+        if log.exists():  # a new run in an old folder: start the log afresh
+            log.unlink()
+        t0 = time.perf_counter()
+        trainer = Trainer(config, progress=progress, val_data=val)
+        result = trainer.run()
+        result["train_seconds"] = round(time.perf_counter() - t0, 1)
+        result["iterations"] = config.iters
+        results[name] = result
+        print(f"{name}: {format_metrics(result)}")
+        if name == names[0]:
+            from .viz import plot_curves
+
+            kept = [(im, lab, predict(trainer.model, im)) for im, lab in (val[i] for i in range(min(4, len(val))))]
+            write_report(result, kept, list(CLASS_NAMES), out,
+                         {"model": name, "width": config.width, "iterations": config.iters,
+                          "train_seconds": result["train_seconds"], "checkpoint": str(trainer.ckpt_path)})
+            plot_curves(trainer.history, out / "curves.png")
+    if len(results) > 1:
+        table = {n: {**{k: r[k] for k in METRICS}, "iterations": r["iterations"],
+                     "train_seconds": r["train_seconds"]} for n, r in results.items()}
+        tmp = out / ".compare.json.tmp"
+        tmp.write_text(json.dumps(table, indent=2) + "\n")
+        os.replace(tmp, out / "compare.json")
+        print(format_table(table))
+    wall = time.perf_counter() - start
+    print(f"demo finished in {wall:.0f} s. Results in {out}/: metrics.json, curves.png, predictions.png, "
+          f"per_class_iu.png" + (", compare.json" if len(results) > 1 else "")
+          + f"; checkpoint {out / names[0] / 'checkpoint.npz'}")
+    return results
+
+
+def format_table(table) -> str:
+    head = f"{'model':<8} {'pixel acc':>9} {'mean acc':>9} {'mean IU':>8} {'f.w. IU':>8} {'iters':>6}"
+    rows = [f"{n:<8} {r['pixel_accuracy']:>9.3f} {r['mean_accuracy']:>9.3f} {r['mean_iu']:>8.3f} "
+            f"{r['frequency_weighted_iu']:>8.3f} {r['iterations']:>6}" for n, r in sorted(table.items())]
+    return "\n".join([head, *rows])
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="minifcn-demo", help="results folder (default %(default)s)")
+    p.add_argument("--quick", action="store_true", help="a seconds-long smoke run on a tiny data set")
+    p.add_argument("--compare", action="store_true",
+                   help="also train FCN-16s and FCN-32s the same way for the same time")
+    p.add_argument("--seconds", type=float, default=DEFAULT_SECONDS,
+                   help="training time per model in seconds (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", default="numpy", choices=("numpy", "cupy"))
+
+
+def main(args) -> int:
+    try:
+        run_demo(args.out, args.quick, args.compare, args.seconds, args.backend, args.seed)
+    except KeyboardInterrupt as exc:
+        print(str(exc) or "interrupted", file=sys.stderr)
+        return 130
+    return 0
