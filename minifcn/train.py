@@ -195,6 +195,21 @@ class Trainer:
             self.model.load_vgg16(c.init)
         if c.init_from:
             copy_matching(self.model, c.init_from)
+        if not (c.init or c.init_from):
+            self._scale_first_layer()
+
+    def _scale_first_layer(self, n=8):
+        """He init assumes inputs of unit variance, but the reference preprocessing only
+        subtracts the mean (pixel std about 50): from scratch, every activation would start
+        about 50x too large and the first steps blow up. Dividing conv1_1's initial weights
+        by the input std is the same as feeding unit-variance inputs (the biases are zero).
+        The draws come from a separate generator, so the batches are not disturbed."""
+        from .data import preprocess
+
+        probe = Batches(dataclasses.replace(self.config, seed=self.config.seed + 1))
+        std = float(np.std([preprocess(next(probe)[0]) for _ in range(n)]))
+        w = self.model.conv1_1.weight
+        w.data = w.data * (1.0 / std)
 
     def _meta(self):
         return {"model": self.model.config, "class_names": self.batches.class_names,

@@ -114,7 +114,7 @@ def _void_boundaries(label):
     return out
 
 
-def sample(rng, size=None, n_objects=(1, 4), clutter=(0, 2), noise=8.0):
+def sample(rng, size=None, n_objects=(1, 4), clutter=(0, 1), noise=6.0):
     """Draw one image and its label map.
 
     rng: a ``numpy.random.Generator``. size: (H, W) or None for a random size in
