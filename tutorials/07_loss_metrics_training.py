@@ -171,17 +171,17 @@ savefig(fig, "07_confusion_matrix.png")
 work = tempfile.mkdtemp(prefix="minifcn-lesson7-")
 if VOC_ROOT:
     data = VOC_ROOT
-    val = VOCSegmentation(VOC_ROOT, "val", limit=100 if FULL else 10)
+    val = VOCSegmentation(VOC_ROOT, "val", limit=100 if FULL else 8)
 else:
     data = "builtin"
-    val = VOCSegmentation(make_dataset(os.path.join(work, "data"), n_train=1, n_val=100 if FULL else 12,
+    val = VOCSegmentation(make_dataset(os.path.join(work, "data"), n_train=1, n_val=100 if FULL else 8,
                                        progress=False), "val")
 class_names = list(val.class_names)
 recipe = dict(width=0.125, crop=128, warmup=50) if FULL else dict(width=0.0625, crop=64, warmup=5)
 config = TrainConfig(out=os.path.join(work, "fcn8s"), data=data, model="fcn8s", checkpoint_every=10 ** 9,
                      log_every=5, **recipe)
-config.iters, per_iter = iterations_for(300.0 if FULL else 15.0, config)
-config.val_every = max(1, config.iters // 4)
+config.iters, per_iter = iterations_for(300.0 if FULL else 12.0, config)
+config.val_every = max(1, config.iters // (5 if FULL else 2))
 print(f"data: {VOC_ROOT or 'built-in'}, {len(class_names)} classes; {config.iters} iterations "
       f"of {per_iter * 1e3:.0f} ms at width {config.width}")
 trainer = Trainer(config, progress=FULL, val_data=val)
