@@ -38,6 +38,7 @@ import numpy as np
 from . import functional as F
 from .backend import backend_of, blas_info, get_backend, is_cupy, to_numpy
 from .layers import Conv2d, ConvTranspose2d, Crop, Dropout, Layer, MaxPool2d, ReLU
+from .io import atomic_path
 
 CATEGORIES = ("conv3x3", "conv1x1/fc", "transposed conv", "pooling", "elementwise", "loss", "optimiser",
               "other")
@@ -59,6 +60,7 @@ def add_arguments(parser):
     parser.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    parser.add_argument("--plot", metavar="PATH", help="also draw the step phases and the breakdown as a PNG")
 
 
 # ----------------------------------------------------------------------------
@@ -509,8 +511,37 @@ def main(args) -> int:
                  args.steps, args.warmup, args.compare, not args.no_breakdown, not args.no_memory, args.seed)
     print(format_report(result))
     if args.json:
-        tmp = f"{args.json}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(result, f, indent=2)
-        os.replace(tmp, args.json)                          # atomic: no half-written file
+        with atomic_path(args.json) as tmp:                # no half-written file on a crash
+            tmp.write_text(json.dumps(result, indent=2))
+    if args.plot:
+        plot_result(result, args.plot)
     return 0
+
+
+def plot_result(r, path):
+    """PNG: median step split into phases (minifcn and torch, if compared), and minifcn's
+    time per layer type."""
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI window
+
+    names = [k for k in ("minifcn", "torch") if k in r]
+    fig = Figure(figsize=(9, 3.6), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2, width_ratios=(1, 1.3))
+    left = np.zeros(len(names))
+    for phase in ("forward", "loss", "backward", "optimiser", "other"):
+        ms = np.array([r[k]["phases_s"].get(phase, 0.0) * 1e3 for k in names])
+        ax1.barh(names, ms, left=left, label=phase)
+        left += ms
+    ax1.invert_yaxis()
+    ax1.set_xlabel("ms per training step (median)")
+    ax1.legend(fontsize=8, loc="lower right")
+    c = r["config"]
+    ax1.set_title(f"{c['model']} width {c['width']}, {c['size']}x{c['size']}, batch {c['batch']}", fontsize=10)
+    bd = r["minifcn"].get("breakdown_s", {})
+    cats = [k for k in CATEGORIES if k in bd]
+    ax2.barh(cats, [bd[k] * 1e3 for k in cats], color="tab:gray")
+    ax2.invert_yaxis()
+    ax2.set_xlabel("ms per step, timed layer by layer")
+    ax2.set_title("minifcn by layer type", fontsize=10)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    return path

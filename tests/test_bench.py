@@ -11,9 +11,9 @@ from minifcn.models import build
 
 
 def test_bench_command_writes_json(tmp_path, capsys):
-    out = tmp_path / "bench.json"
+    out, png = tmp_path / "bench.json", tmp_path / "bench.png"
     rc = main(["bench", "--model", "fcn8s", "--width", "0.0625", "--size", "24", "--steps", "1",
-               "--warmup", "0", "--json", str(out)])
+               "--warmup", "0", "--json", str(out), "--plot", str(png)])
     assert rc == 0
     text = capsys.readouterr().out
     assert "GFLOP per step" in text and "conv3x3" in text
@@ -25,7 +25,8 @@ def test_bench_command_writes_json(tmp_path, capsys):
     assert set(m["breakdown_s"]) == set(bench.CATEGORIES)
     assert m["tracemalloc_added_bytes"] > 0
     assert r["gflop_per_step"] > 0
-    assert not list(tmp_path.glob("*.tmp*"))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json", "bench.png"]    # no temp files left
 
 
 def test_bench_compare_torch_uses_the_same_function():
