@@ -190,9 +190,10 @@ savefig(fig, "01_windows.png")
 # %%
 features.conv1.padding = 1
 features.conv2.padding = 1
-# with padding the 22 x 22 window yields 5 x 5 features instead of 4 x 4; crop the
-# 4 x 4 corner so fc1 fits, and compare one interior output pixel
 padded_dense = fc2(relu_fc(fc1(features(image))))
+# Window (3, 3) starts at pixel 4*3 = 12. Cut out on its own, its padded features are
+# 5 x 5 (the padding adds a border); their top-left 4 x 4 block lines up with the
+# features the dense pass used for output pixel (3, 3).
 crop = image[:, :, 4 * 3:4 * 3 + WIN, 4 * 3:4 * 3 + WIN]
 feat = features(crop)[:, :, :4, :4]
 padded_window = fc2(relu_fc(fc1(feat)))[:, :, 0, 0]

@@ -97,7 +97,7 @@ m2 = compose(block2)
 print("map of conv1_1 ... pool2:", f"x_in = {m2.scale[1]} * x_out + {m2.shift[1]}")
 base_in = np.ones((1, 3, 4, 40), dtype=np.float32)
 base_out = run(block2, base_in)
-j = 30                                              # an output column (the padding puts it inside the image)
+j = 30           # an output column whose window (centre 4 * 30 - 97.5 = 22.5) lies inside the 40-px input
 touched = []
 for col in range(base_in.shape[3]):
     bumped = base_in.copy()

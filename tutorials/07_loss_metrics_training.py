@@ -19,6 +19,7 @@
 
 # %%
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -205,6 +206,7 @@ tiles_path = save_prediction_tiles([k[0] for k in kept], [k[1] for k in kept], [
                                    FIGURES / "07_predictions.png", class_names)
 print(f"figure: {curves_path}\nfigure: {tiles_path}")
 assert curves_path.is_file() and tiles_path.is_file()
+shutil.rmtree(work, ignore_errors=True)   # the temporary data set and checkpoints
 
 # %% [markdown]
 # ## What we saw
