@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
 import sys
 import time
 from pathlib import Path
 
 from .evaluate import METRICS, format_metrics, predict, write_report
+from .io import write_json
 from .train import TrainConfig, Trainer, iterations_for
 
 # The chosen recipe (see README): width 1/8, 2x2 tiles of crops up to 128 px, SGD
@@ -29,7 +28,7 @@ from .train import TrainConfig, Trainer, iterations_for
 # freq ** -0.5, frozen bilinear upsampling, fresh images every step.
 DEFAULT_SECONDS = 200.0
 RECIPE = dict(width=0.125, lr=0.02, momentum=0.9, weight_decay=5e-4, warmup=50, grid=2, crop=128, dropout=0.5)
-QUICK = dict(width=0.0625, crop=64, iters=12, warmup=2, checkpoint_every=6, log_every=3)
+QUICK = dict(width=0.0625, crop=64, iters=12, lr=0.005, warmup=4, checkpoint_every=6, log_every=3)
 
 
 def run_demo(out="minifcn-demo", quick=False, compare=False, seconds=DEFAULT_SECONDS, backend="numpy",
@@ -80,9 +79,7 @@ def run_demo(out="minifcn-demo", quick=False, compare=False, seconds=DEFAULT_SEC
     if len(results) > 1:
         table = {n: {**{k: r[k] for k in METRICS}, "iterations": r["iterations"],
                      "train_seconds": r["train_seconds"]} for n, r in results.items()}
-        tmp = out / ".compare.json.tmp"
-        tmp.write_text(json.dumps(table, indent=2) + "\n")
-        os.replace(tmp, out / "compare.json")
+        write_json(out / "compare.json", table)
         print(format_table(table))
     wall = time.perf_counter() - start
     print(f"demo finished in {wall:.0f} s. Results in {out}/: metrics.json, curves.png, predictions.png, "

@@ -8,7 +8,6 @@ come from that matrix (:mod:`minifcn.metrics`).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from .backend import get_backend, to_numpy
+from .io import atomic_path, write_json
 from .metrics import confusion_matrix, scores
 
 METRICS = ("pixel_accuracy", "mean_accuracy", "mean_iu", "frequency_weighted_iu")
@@ -101,9 +101,7 @@ def write_report(result, kept, class_names, out_dir, extra=None):
     out.mkdir(parents=True, exist_ok=True)
     record = {**{k: result[k] for k in METRICS},
               "per_class_iu": dict(zip(class_names, result["per_class_iu"])), **(extra or {})}
-    tmp = out / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, out / "metrics.json")
+    write_json(out / "metrics.json", record)
     plot_per_class_iu(result["per_class_iu"], class_names, out / "per_class_iu.png")
     if kept:
         save_prediction_tiles([k[0] for k in kept], [k[1] for k in kept], [k[2] for k in kept],
@@ -174,9 +172,8 @@ def predict_main(args) -> int:
         stem = Path(path).stem
         pred = predict(model, image)
         save_label_png(pred, out / f"{stem}.png")
-        tmp = out / f".{stem}_overlay.png.tmp"
-        Image.fromarray(overlay(image, pred)).save(tmp, format="PNG")
-        os.replace(tmp, out / f"{stem}_overlay.png")
+        with atomic_path(out / f"{stem}_overlay.png") as tmp:
+            Image.fromarray(overlay(image, pred)).save(tmp, format="PNG")
         print(f"{path}: {out / (stem + '.png')} (labels), {out / (stem + '_overlay.png')} (overlay)")
     return 0
 

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from . import functional as F
-from .backend import get_backend, to_numpy
+from .backend import get_backend
 from .optim import SGD, Schedule
 
 

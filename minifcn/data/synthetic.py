@@ -114,12 +114,13 @@ def _void_boundaries(label):
     return out
 
 
-def sample(rng, size=None, n_objects=(1, 4), clutter=(0, 1), noise=6.0):
+def sample(rng, size=None, n_objects=(1, 4), clutter=(0, 1), noise=6.0, grain=0.3):
     """Draw one image and its label map.
 
     rng: a ``numpy.random.Generator``. size: (H, W) or None for a random size in
     ``SIZE_RANGE``. n_objects / clutter: inclusive ranges of labelled objects and of
-    unlabeled blotches (irregular shapes in any colour). noise: pixel noise std (0-255).
+    unlabeled blotches (irregular shapes in any colour). noise: pixel noise std (0-255);
+    grain: contrast of the background's fine texture.
     Returns ``(image, label)``: uint8 (H, W, 3) RGB and uint8 (H, W) in
     {0..5, 255}.
     """
@@ -128,7 +129,7 @@ def sample(rng, size=None, n_objects=(1, 4), clutter=(0, 1), noise=6.0):
     # background: two random colours mixed by smooth noise, plus a fine texture
     t = _smooth_noise(rng, h, w, int(rng.integers(2, 6)))[..., None]
     img = _colour(rng) * t + _colour(rng) * (1 - t)
-    img *= (0.85 + 0.3 * _smooth_noise(rng, h, w, int(rng.integers(12, 24))))[..., None]
+    img *= (1 - grain / 2 + grain * _smooth_noise(rng, h, w, int(rng.integers(12, 24))))[..., None]
     label = np.zeros((h, w), dtype=np.uint8)
     for _ in range(int(rng.integers(clutter[0], clutter[1] + 1))):  # unlabeled blotches
         blob = _smooth_noise(rng, h, w, 6) * np.exp(-((yy - rng.uniform(0, h)) ** 2 + (xx - rng.uniform(0, w)) ** 2)
