@@ -61,7 +61,8 @@ def test_lesson_cells(path):
 def test_lesson_runs(path, tmp_path):
     figures = tmp_path / "figures"
     env = {**os.environ, "MINIFCN_FIGURES": str(figures), "MPLBACKEND": "Agg", "MINIFCN_FULL": "0"}
-    env.pop("MINIFCN_VOC_ROOT", None)
+    for var in ("MINIFCN_VOC_ROOT", "MINIFCN_VGG16"):
+        env.pop(var, None)
     proc = subprocess.run([sys.executable, str(path)], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=180)
     assert proc.returncode == 0, f"{path.name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
