@@ -33,7 +33,7 @@ def predict(model, image, backend=None):
     b = get_backend(backend) if backend is not None else _model_backend(model)
     x = b.asarray(preprocess(image)[None], dtype=np.dtype(str(model.score_fr.weight.data.dtype).split(".")[-1]))
     scores_ = model.forward(x)
-    return to_numpy(b.xp.argmax(scores_[0], axis=0)).astype(np.uint8)
+    return to_numpy(b.xp.argmax(scores_[0, ...], axis=0)).astype(np.uint8)
 
 
 def evaluate(model, dataset, keep=0, progress=True, desc="eval"):

@@ -220,6 +220,7 @@ class Trainer:
     def save_checkpoint(self):
         from .io import save_npz
 
+        self.out.mkdir(parents=True, exist_ok=True)
         arrays = dict(self.model.state_dict())
         arrays.update({f"optim/{k}": v for k, v in self.optimizer.state_dict().items()})
         save_npz(self.ckpt_path, arrays, self._meta())

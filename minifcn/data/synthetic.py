@@ -9,8 +9,8 @@ use every hue.
 class      shape                                       texture
 =========  ==========================================  ======================
 disk       filled circle, radius 5-30 px               bright centre, shading
-ring       annulus 4-7 px thick (a thin part)          flat
-bar        rotated bar 4-7 px thick, 24-90 px long     flat
+ring       annulus 5-8 px thick (a thin part)          flat
+bar        rotated bar 5-8 px thick, 24-90 px long     flat
 triangle   rotated equilateral triangle                stripes
 square     rotated square                              checkerboard
 =========  ==========================================  ======================
@@ -82,11 +82,11 @@ def _shape_mask(cls, rng, yy, xx, small):
     if name == "disk":
         return rad < r, 1.25 - 0.5 * np.clip(rad / r, 0, 1)
     if name == "ring":
-        thick = rng.uniform(4, 7)
+        thick = rng.uniform(5, 8)
         r = max(r, thick + 3)
         return np.abs(rad - r) < thick / 2, np.ones_like(rad)
     if name == "bar":
-        thick, length = rng.uniform(4, 7), rng.uniform(24, 90) * (0.5 if small else 1.0)
+        thick, length = rng.uniform(5, 8), rng.uniform(24, 90) * (0.5 if small else 1.0)
         return (np.abs(u) < length / 2) & (np.abs(v) < thick / 2), np.ones_like(rad)
     if name == "triangle":
         mask = np.ones_like(rad, dtype=bool)
