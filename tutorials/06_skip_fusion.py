@@ -102,6 +102,11 @@ savefig(fig, "06_oracle_strides.png")
 #
 # The crop offsets are those derived in lesson 5. The score layers start at zero, so
 # an untrained net outputs exactly 0; we look at the maps after training (section 3).
+# Two things to expect in that picture: the intermediate maps cover the *padded* input
+# (100 pixels on every side, lesson 5), so they reach beyond the image and are cropped
+# only at the end; and in a net trained as a whole the coarse map is just one term of
+# the final sum, so its argmax alone need not look like a segmentation. Watch how each
+# stage adds finer detail.
 
 # %%
 def stages(model, image):
@@ -164,7 +169,7 @@ fig, axes = plt.subplots(1, 5, figsize=(17, 3.6))
 axes[0].imshow(image)
 axes[0].set_title("image")
 for ax, (title, m) in zip(axes[1:], maps.items()):
-    ax.imshow(np.argmax(m[0], axis=0), cmap="tab10", vmin=0, vmax=9, interpolation="nearest")
+    ax.imshow(colorize(np.argmax(m[0], axis=0)), interpolation="nearest")
     ax.set_title(f"{title}\n{m.shape[2]} x {m.shape[3]}, argmax class")
 for ax in axes:
     ax.axis("off")
