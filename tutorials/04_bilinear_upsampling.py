@@ -179,9 +179,10 @@ savefig(fig, "04_upsampling.png")
 # The kernel is just a weight, so it can be trained like any other with the
 # hand-written backward pass of the transposed convolution. The FCN paper initialises
 # its upsampling layers to bilinear; it lets the 2x layers of the skip nets learn and
-# keeps the final one fixed, and reports that learning them brought little (the
-# released reference nets keep them all fixed; minifcn's default is
-# `ConvTranspose2d(..., init="bilinear", frozen=True)`).
+# keeps the final one fixed. The reference nets released with it (Caffe, voc-fcn*s)
+# keep every upsampling fixed (learning rate 0), and so does minifcn by default:
+# `ConvTranspose2d(..., init="bilinear", frozen=True)`; pass `learn_upsampling=True`
+# to a model to learn them.
 #
 # Experiment: smooth 32 x 32 images are shrunk by 2x2 averaging to 16 x 16; a
 # transposed convolution (k = 4, S = 2, P = 1) must bring them back. We train one
@@ -265,5 +266,5 @@ savefig(fig, "04_learned_vs_fixed.png")
 #   floor(f/2), computed here to 1e-12 against the definition.
 # - The stamps form a partition of unity, so constants and ramps pass through intact.
 # - A learned kernel, started from zeros, ends close to bilinear and slightly better
-#   on the task it was trained for; on real segmentation the paper found the gain
-#   small, which is why minifcn freezes the kernels by default.
+#   on the task it was trained for. For segmentation, where the scores being
+#   upsampled are themselves learned, a fixed bilinear kernel is the simple default.
