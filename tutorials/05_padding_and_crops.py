@@ -5,8 +5,8 @@
 #
 # - the max pools round their output size **up** (Caffe's "ceil mode");
 # - the very first convolution, conv1_1, pads its input by **100** pixels;
-# - after every upsampling, a **Crop** layer cuts the result at offsets like 19, or
-#   5 and 27, or 5, 9 and 31.
+# - **Crop** layers cut the skip scores and the final upsampled scores at offsets
+#   like 19 (FCN-32s), or 5 and 27 (FCN-16s), or 5, 9 and 31 (FCN-8s).
 #
 # This lesson explains all three. The tool is the **coordinate map**: for every layer,
 # the centre of an output pixel's window sits at input coordinate `a * x_out + b`.
@@ -216,7 +216,8 @@ savefig(fig, "05_coordinate_maps.png")
 # VGG16 as a classifier pads its convs by 1. Two things go wrong if the FCN does too:
 #
 # 1. **Small inputs fail.** fc6 is a 7 x 7 conv, so pool5 must be at least 7 x 7, i.e.
-#    the input at least 193 pixels (7 x 32 minus what ceil mode rounds up). Padding by
+#    the input at least 193 pixels (7 x 32 = 224, less the 31 that ceil mode rounds up
+#    over five pools). Padding by
 #    100 makes every input size work: pool5 is at least 7 x 7 even for a 1 x 1 image.
 # 2. **The crop becomes negative.** The map's shift grows by 99, the offset becomes
 #    19 - 99 = -80: the upsampled output would start 80 pixels *inside* the image and
