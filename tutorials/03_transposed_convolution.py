@@ -3,8 +3,9 @@
 #
 # An FCN's score map is coarse (one pixel per 32 input pixels in FCN-32s). To get back
 # to input resolution the network *upsamples* with a **transposed convolution**, often
-# (misleadingly) called "deconvolution". The same operator can be described in four
-# ways, and each explains something different:
+# called "deconvolution" (misleadingly: in signal processing deconvolution *undoes* a
+# convolution; this operator does not invert anything, it transposes). The same
+# operator can be described in four ways, and each explains something different:
 #
 # 1. **the backward pass of a convolution** (with respect to its input): why it exists
 #    and how its gradient is computed;
