@@ -115,4 +115,4 @@ def test_make_dataset_command(tmp_path, capsys):
     assert "2 train + 1 val" in capsys.readouterr().out
     assert len(VOCSegmentation(tmp_path, "trainval")) == 3
     assert cli(["make-dataset", str(tmp_path), "--n-train", "2", "--n-val", "1"]) == 2
-    assert "already exists" in capsys.readouterr().out
+    assert "already exists" in capsys.readouterr().err

@@ -31,6 +31,7 @@ import argparse
 import colorsys
 import os
 import shutil
+import sys
 import tempfile
 
 import numpy as np
@@ -249,7 +250,7 @@ def main(args) -> int:
     try:
         path = make_dataset(args.out, args.n_train, args.n_val, args.seed)
     except ValueError as exc:
-        print(f"minifcn make-dataset: error: {exc}")
+        print(f"minifcn make-dataset: error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {args.n_train} train + {args.n_val} val images ({N_CLASS} classes: "
           f"{', '.join(CLASS_NAMES)}) to {path}")
