@@ -36,8 +36,9 @@ import tracemalloc
 import numpy as np
 
 from . import functional as F
-from .backend import backend_of, blas_info, get_backend, is_cupy, to_numpy
+from .backend import blas_info, get_backend, is_cupy, to_numpy
 from .layers import Conv2d, ConvTranspose2d, Crop, Dropout, Layer, MaxPool2d, ReLU
+from .optim import SGD
 from .io import atomic_path
 
 CATEGORIES = ("conv3x3", "conv1x1/fc", "transposed conv", "pooling", "elementwise", "loss", "optimiser",
@@ -67,7 +68,7 @@ def add_arguments(parser):
 # The minifcn step
 # ----------------------------------------------------------------------------
 def _sync(like):
-    """Wait for the GPU (timing only; the library itself never synchronises)."""
+    """Wait for the GPU before reading a clock (timing only)."""
     if is_cupy(like):
         import cupy
 
@@ -75,14 +76,12 @@ def _sync(like):
 
 
 class MinifcnStep:
-    """One training step of ``model`` on fixed data, with a plain momentum-SGD update
-    (v = m v - lr (g + wd p); p += v, with the per-parameter lr and decay multipliers)."""
+    """One training step of ``model`` on fixed data with :class:`minifcn.optim.SGD`
+    (momentum, weight decay, per-parameter lr and decay multipliers)."""
 
     def __init__(self, model, x, labels):
         self.model, self.x, self.labels = model, x, labels
-        self.params = [p for p in model.parameters() if not p.frozen]
-        xp = backend_of(x).xp
-        self.velocity = [xp.zeros_like(p.data) for p in self.params]
+        self.opt = SGD(model.named_parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
 
     def __call__(self, times=None):
         t = _Clock(self.x, times)
@@ -95,10 +94,7 @@ class MinifcnStep:
         t("loss")
         self.model.backward(dscores, need_dx=False)
         t("backward")
-        for p, v in zip(self.params, self.velocity):
-            v *= MOMENTUM
-            v -= (LR * p.lr_mult) * (p.grad + (WEIGHT_DECAY * p.decay_mult) * p.data)
-            p.data += v
+        self.opt.step()
         t("optimiser")
         return loss
 
