@@ -529,7 +529,7 @@ def plot_result(r, path):
         left += ms
     ax1.invert_yaxis()
     ax1.set_xlabel("ms per training step (median)")
-    ax1.legend(fontsize=8, loc="lower right")
+    ax1.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=5, frameon=False)
     c = r["config"]
     ax1.set_title(f"{c['model']} width {c['width']}, {c['size']}x{c['size']}, batch {c['batch']}", fontsize=10)
     bd = r["minifcn"].get("breakdown_s", {})
