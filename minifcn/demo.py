@@ -51,7 +51,7 @@ def run_demo(out="minifcn-demo", quick=False, compare=False, seconds=DEFAULT_SEC
         root = ensure_dataset(seed=seed)
     val = VOCSegmentation(root, "val")
     names = models or (("fcn8s", "fcn16s", "fcn32s") if compare else ("fcn8s",))
-    results = {}
+    results, preds = {}, {}
     for name in names:
         config = TrainConfig(out=str(out / name), data="builtin", model=name, seed=seed, backend=backend,
                              **RECIPE)
@@ -70,6 +70,8 @@ def run_demo(out="minifcn-demo", quick=False, compare=False, seconds=DEFAULT_SEC
         result["train_seconds"] = round(time.perf_counter() - t0, 1)
         result["iterations"] = config.iters
         results[name] = result
+        shown = [2, 3, 5, 8]  # val images with thin and small objects
+        preds[name] = [predict(trainer.model, val[i][0]) for i in shown if i < len(val)]
         print(f"{name}: {format_metrics(result)}")
         if name == names[0]:
             from .viz import plot_curves
@@ -81,12 +83,14 @@ def run_demo(out="minifcn-demo", quick=False, compare=False, seconds=DEFAULT_SEC
             plot_curves(trainer.history, out / "curves.png")
     if len(results) > 1:
         table = {n: {**{k: r[k] for k in METRICS}, "iterations": r["iterations"],
-                     "train_seconds": r["train_seconds"]} for n, r in results.items()}
+                     "train_seconds": r["train_seconds"],
+                     "per_class_iu": dict(zip(CLASS_NAMES, r["per_class_iu"]))} for n, r in results.items()}
         write_json(out / "compare.json", table)
+        plot_comparison([val[i] for i in shown if i < len(val)], preds, out / "compare.png")
         print(format_table(table))
     wall = time.perf_counter() - start
     print(f"demo finished in {wall:.0f} s. Results in {out}/: metrics.json, curves.png, predictions.png, "
-          f"per_class_iu.png" + (", compare.json" if len(results) > 1 else "")
+          f"per_class_iu.png" + (", compare.json, compare.png" if len(results) > 1 else "")
           + f"; checkpoint {out / names[0] / 'checkpoint.npz'}")
     return results
 
@@ -94,8 +98,31 @@ def run_demo(out="minifcn-demo", quick=False, compare=False, seconds=DEFAULT_SEC
 def format_table(table) -> str:
     head = f"{'model':<8} {'pixel acc':>9} {'mean acc':>9} {'mean IU':>8} {'f.w. IU':>8} {'iters':>6}"
     rows = [f"{n:<8} {r['pixel_accuracy']:>9.3f} {r['mean_accuracy']:>9.3f} {r['mean_iu']:>8.3f} "
-            f"{r['frequency_weighted_iu']:>8.3f} {r['iterations']:>6}" for n, r in sorted(table.items())]
+            f"{r['frequency_weighted_iu']:>8.3f} {r['iterations']:>6}" for n, r in _coarse_to_fine(table)]
     return "\n".join([head, *rows])
+
+
+def plot_comparison(samples, preds, path):
+    """One row per sample: image | ground truth | each model's prediction (coarse to fine)."""
+    from .viz import _figure, _save_figure, colorize
+
+    names = [n for n, _ in _coarse_to_fine(preds)]
+    fig = _figure(figsize=(2.2 * (2 + len(names)), 2.2 * len(samples)), dpi=100)
+    axes = fig.subplots(len(samples), 2 + len(names), squeeze=False)
+    for r, (image, label) in enumerate(samples):
+        panels = [("image", image), ("ground truth", colorize(label))]
+        panels += [(n, colorize(preds[n][r])) for n in names]
+        for ax, (title, picture) in zip(axes[r], panels):
+            ax.imshow(picture, interpolation="nearest")
+            ax.axis("off")
+            if r == 0:
+                ax.set_title(title)
+    return _save_figure(fig, path)
+
+
+def _coarse_to_fine(table):
+    order = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce")
+    return sorted(table.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -18,7 +18,10 @@ def test_demo_quick_compare(tmp_path, capsys):
     table = json.loads((out / "compare.json").read_text())
     assert set(table) == {"fcn32s", "fcn16s", "fcn8s"}
     assert table["fcn8s"]["mean_iu"] == metrics["mean_iu"]
-    for name in ("curves.png", "predictions.png", "per_class_iu.png", "fcn8s/checkpoint.npz", "fcn32s/log.jsonl"):
+    assert table["fcn32s"]["per_class_iu"].keys() == metrics["per_class_iu"].keys()
+    assert printed.index("fcn32s    ") < printed.index("fcn16s    ") < printed.index("fcn8s    ")
+    for name in ("curves.png", "predictions.png", "per_class_iu.png", "compare.png", "fcn8s/checkpoint.npz",
+                 "fcn32s/log.jsonl"):
         assert (out / name).is_file(), name
     # the demo's checkpoint is a model the other verbs read
     assert cli(["eval", "--checkpoint", str(out / "fcn8s" / "checkpoint.npz"), "--data", str(out / "data"),
