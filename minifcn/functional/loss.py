@@ -38,8 +38,9 @@ def softmax_cross_entropy(logits, labels, ignore_index=255, normalize=True, weig
     """Mean (or Caffe-unnormalized) pixelwise cross-entropy; see the module docstring.
 
     ``weight``: optional per-class weights (C,). Returns ``(loss, cache)``; ``loss`` is a
-    0-d array (no host sync), ``cache`` holds the softmax, the one-hot targets times
-    the pixel weights, and the normaliser.
+    0-d array (no host sync), ``cache`` holds the softmax (N, C, H, W), the labels with
+    ignored pixels set to class 0 (N, 1, H, W), the pixel weights (N, H, W) and the
+    normaliser.
     """
     check_ndim(logits, 4, "logits", "(N, C, H, W)")
     check_float(logits, "logits")
@@ -52,32 +53,34 @@ def softmax_cross_entropy(logits, labels, ignore_index=255, normalize=True, weig
             raise ValueError(f"class weight must have shape ({c},), got {tuple(weight.shape)}")
         weight = xp.astype(weight, logits.dtype)  # float64 weights must not promote a float32 loss
     valid = labels != ignore_index
-    classes = xp.reshape(xp.arange(c, dtype=labels.dtype, device=dev), (1, c, 1, 1))
-    # one-hot targets by comparison (no gather, so 255 is never used as an index); all zero on ignored pixels
-    hit = (xp.expand_dims(labels, axis=1) == classes) & xp.expand_dims(valid, axis=1)  # (N, C, H, W)
-    onehot = xp.astype(hit, logits.dtype)
+    # ignored pixels point at class 0 before any gather (a GPU would wrap 255 silently)
+    target = xp.where(valid, labels, xp.zeros((), dtype=labels.dtype, device=dev))   # (N, H, W)
+    zero = xp.zeros((), dtype=logits.dtype, device=dev)
     pixel_w = xp.astype(valid, logits.dtype)                                   # (N, H, W)
     if weight is not None:
-        pixel_w = pixel_w * xp.sum(onehot * xp.reshape(weight, (1, c, 1, 1)), axis=1)
+        pixel_w = pixel_w * xp.reshape(xp.take(weight, xp.reshape(target, (-1,))), (n, h, w))
     z = logits - xp.max(logits, axis=1, keepdims=True)
-    lse = xp.log(xp.sum(xp.exp(z), axis=1, keepdims=True))
-    # select, not multiply: a -inf logit of another class must not turn 0 * -inf into NaN
-    zero = xp.zeros((), dtype=logits.dtype, device=dev)
-    logp_label = xp.sum(xp.where(hit, z - lse, zero), axis=1)                 # (N, H, W)
+    e = xp.exp(z)
+    total = xp.sum(e, axis=1, keepdims=True)                                   # (N, 1, H, W)
+    target = xp.expand_dims(target, axis=1)                                    # (N, 1, H, W)
+    logp_label = xp.take_along_axis(z, target, axis=1) - xp.log(total)        # (N, 1, H, W)
+    # select, not multiply: an ignored pixel's -inf must not turn 0 * -inf into NaN
+    logp_label = xp.where(xp.expand_dims(valid, axis=1), logp_label, zero)[:, 0, ...]
     if normalize:
         denom = xp.sum(pixel_w)
         denom = xp.where(denom > 0, denom, xp.ones((), dtype=logits.dtype, device=dev))
     else:
         denom = xp.asarray(float(n), dtype=logits.dtype, device=dev)
     loss = -xp.sum(pixel_w * logp_label) / denom
-    prob = xp.exp(z - lse)
-    cache = (prob, onehot, pixel_w, denom)
+    cache = (e / total, target, pixel_w, denom)
     return loss, cache
 
 
 def softmax_cross_entropy_backward(cache, dloss=1.0):
     """Gradient of :func:`softmax_cross_entropy` w.r.t. the logits, scaled by ``dloss``."""
-    prob, onehot, pixel_w, denom = cache
+    prob, target, pixel_w, denom = cache
     xp = namespace(prob)
+    classes = xp.reshape(xp.arange(prob.shape[1], dtype=target.dtype, device=device(prob)), (1, -1, 1, 1))
+    onehot = xp.astype(target == classes, prob.dtype)                        # (N, C, H, W)
     scale = xp.expand_dims(pixel_w, axis=1) / denom
     return (prob - onehot) * (scale * dloss)
