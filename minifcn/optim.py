@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-from .backend import backend_of, namespace, to_backend
+from .backend import backend_of, namespace, parallel_for, row_bands, to_backend
 from .layers import Parameter
 
 
@@ -42,23 +42,24 @@ class SGD:
     def step(self, lr=None):
         """One update of every trainable parameter, at ``lr`` (default ``self.lr``)."""
         lr = self.lr if lr is None else lr
+        tasks = []
         for name, p in self.params:
-            g = p.grad
-            wd = self.weight_decay * p.decay_mult
-            if wd:
-                g = g + wd * p.data
             v = self.velocity.get(name)
-            step = (-lr * p.lr_mult) * g
-            v = step if v is None else self.momentum * v + step
-            self.velocity[name] = v
-            p.data = p.data + v
+            if v is None:
+                v = self.velocity[name] = namespace(p.data).zeros_like(p.data)
+            rows = p.data.shape[0] if p.data.ndim else 1
+            for r0, r1 in row_bands(rows, p.data.size // max(1, rows), p.data):
+                tasks.append((p, v, self.momentum, lr * p.lr_mult, self.weight_decay * p.decay_mult, r0, r1))
+        if tasks:
+            parallel_for(_update, tasks, tasks[0][0].data)
 
     def zero_grad(self):
         for _, p in self.params:
             p.grad = namespace(p.data).zeros_like(p.data)
 
     def state_dict(self):
-        """``{name: momentum buffer}`` (arrays on the parameters' backend)."""
+        """``{name: momentum buffer}`` (the buffers themselves, on the parameters' backend;
+        later steps update them in place)."""
         return dict(self.velocity)
 
     def load_state_dict(self, state):
@@ -75,6 +76,20 @@ class SGD:
             b = backend_of(params[k].data)
             self.velocity[k] = b.xp.astype(to_backend(v, b), params[k].data.dtype)
         return self
+
+
+def _update(p, v, momentum, lr_p, wd, r0, r1):
+    """Rows [r0, r1) of one parameter's update, in place: the momentum buffer v and the
+    parameter are modified, not replaced. On NumPy the rows are a cache-sized band
+    (:func:`minifcn.backend.row_bands`): the scaled terms stay in cache and the bands
+    run on all cores."""
+    rows = (slice(r0, r1), ...) if p.data.ndim else ...         # views, written through
+    w, vb = p.data[rows], v[rows]
+    vb *= momentum
+    vb -= lr_p * p.grad[rows]
+    if wd:
+        vb -= (lr_p * wd) * w
+    w += vb
 
 
 # ----------------------------------------------------------------------------

@@ -245,3 +245,32 @@ def test_constant_frame_is_found_only_on_numpy(backend):
     expected = (20, 40, 10, 50) if backend.name == "numpy" else None
     assert B.constant_frame(backend.asarray(x)) == expected
     assert B.constant_frame(np.ones((1, 2, 70, 66))) is None               # all constant: nothing to gain
+
+
+def test_sgd_in_row_bands_equals_one_band_and_updates_in_place(backend, monkeypatch):
+    """SGD updates each parameter in cache-sized row bands on all cores, in place."""
+    from minifcn.layers import Parameter
+    from minifcn.optim import SGD
+
+    rng = np.random.default_rng(4)
+    shapes = [(5, 3, 3, 3), (5,), ()]
+
+    def run(band_elements):
+        monkeypatch.setattr(B, "BAND_ELEMENTS", band_elements)
+        params = [Parameter(backend.asarray(rng.standard_normal(s)), decay_mult=float(len(s) > 1)) for s in shapes]
+        opt = SGD([(str(i), p) for i, p in enumerate(params)], lr=0.1, momentum=0.9, weight_decay=0.01)
+        data, before = [p.data for p in params], [to_numpy(p.data).copy() for p in params]
+        for step in range(3):
+            for p in params:
+                p.grad = backend.asarray(rng.standard_normal(p.shape))
+            opt.step(lr=0.1 / (step + 1))
+        assert all(p.data is d for p, d in zip(params, data))       # modified, not replaced
+        assert not any(np.array_equal(to_numpy(p.data), b) for p, b in zip(params, before))
+        return [to_numpy(p.data) for p in params] + [to_numpy(v) for v in opt.state_dict().values()]
+
+    state = rng.bit_generator.state
+    banded = run(1)                                                   # one row per band
+    rng.bit_generator.state = state
+    whole = run(10**12)
+    for a, b in zip(banded, whole):
+        assert np.array_equal(a, b)
