@@ -189,10 +189,13 @@ def test_parallel_for_thread_counts_give_identical_conv_gradients(monkeypatch):
             np.testing.assert_array_equal(a, b)
 
 
-def _framed(shape, box, seed=0):
-    """x with one random value per (n, c) plane outside ``box`` = (r0, r1, c0, c1), random inside."""
+def _framed(shape, box, seed=0, ring=(0, 0)):
+    """x with one random value per (n, c) plane outside ``box`` = (r0, r1, c0, c1), random
+    inside it and in an outer ring of ``ring = (a, b)`` rows/columns (top/left, bottom/right)."""
     rng = np.random.default_rng(seed)
-    x = np.broadcast_to(rng.standard_normal(shape[:2] + (1, 1)), shape).copy()
+    x = rng.standard_normal(shape)
+    (a, b), (h, w) = ring, shape[2:]
+    x[:, :, a:h - b, a:w - b] = rng.standard_normal(shape[:2] + (1, 1))
     r0, r1, c0, c1 = box
     x[:, :, r0:r1, c0:c1] = rng.standard_normal(shape[:2] + (r1 - r0, c1 - c0))
     return x
@@ -200,18 +203,20 @@ def _framed(shape, box, seed=0):
 
 FRAME_CASES = [((1, 2, 14, 13), (5, 8, 4, 9), (3, 2, 3, 3), 1, 1),       # 3x3 same padding
                ((2, 3, 16, 15), (6, 9, 6, 10), (2, 3, 3, 3), 1, (0, 2)),  # batch 2, padding on one side
-               ((1, 2, 15, 14), (6, 8, 5, 8), (2, 2, 3, 2), 1, 0, (2, 1))]  # dilation, no padding
+               ((1, 2, 15, 14), (6, 8, 5, 8), (2, 2, 3, 2), 1, 0, (2, 1)),  # dilation, no padding
+               ((1, 2, 18, 17), (7, 10, 7, 9), (3, 2, 3, 3), 1, 1, 1, (2, 1)),  # an outer ring (after training)
+               ((2, 2, 16, 16), (6, 9, 7, 10), (2, 2, 3, 3), 1, 0, 1, (1, 3))]  # ring, no padding
 
 
 @pytest.mark.parametrize("case", FRAME_CASES)
 def test_conv2d_constant_frame_computed_once_equals_plain(case, monkeypatch):
-    x_shape, box, w_shape, s, p, *dil = case
-    d = dil[0] if dil else 1
+    x_shape, box, w_shape, s, p, *rest = case
+    d, ring = (rest + [1, (0, 0)][len(rest):])[:2]
     monkeypatch.setattr(B, "FRAME_MIN_PIXELS", 1)
-    x = _framed(x_shape, box)
+    x = _framed(x_shape, box, ring=ring)
     rng = np.random.default_rng(1)
     w, b = rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
-    assert B.constant_frame(x) == box
+    assert B.constant_frame(x) == (box, ring)
     assert conv_module._frame_plan(x, (1, 1), conv_module.pair(p), conv_module.pair(d), w_shape[2:]) is not None
     y, cache = F.conv2d(x, w, b, s, p, d)
     R.assert_close(y, R.conv2d(x, w, b, s, p, d))
@@ -225,7 +230,7 @@ def test_conv2d_constant_frame_computed_once_equals_plain(case, monkeypatch):
 
 def test_conv2d_constant_frame_gradcheck(monkeypatch):
     monkeypatch.setattr(B, "FRAME_MIN_PIXELS", 1)
-    x = _framed((1, 2, 9, 8), (3, 5, 3, 5), seed=2)
+    x = _framed((1, 2, 16, 15), (6, 9, 6, 9), seed=2, ring=(1, 1))
     rng = np.random.default_rng(3)
     w, b = rng.standard_normal((2, 2, 3, 3)), rng.standard_normal(2)
     assert F.conv2d(x, w, b, 1, 1)[1][-1][0] == "frame"
@@ -241,8 +246,8 @@ def test_conv2d_constant_frame_gradcheck(monkeypatch):
 
 
 def test_constant_frame_is_found_only_on_numpy(backend):
-    x = _framed((1, 2, 70, 66), (20, 40, 10, 50))
-    expected = (20, 40, 10, 50) if backend.name == "numpy" else None
+    x = _framed((1, 2, 70, 66), (20, 40, 10, 50), ring=(3, 2))
+    expected = ((20, 40, 10, 50), (3, 2)) if backend.name == "numpy" else None
     assert B.constant_frame(backend.asarray(x)) == expected
     assert B.constant_frame(np.ones((1, 2, 70, 66))) is None               # all constant: nothing to gain
 

@@ -148,30 +148,34 @@ FRAME_MAX_SHARE = 0.7
 def _frame_plan(x, s, p, d, k):
     """Where x (N, C, H, W) is constant outside a box, the output regions to compute.
 
-    Returns ``(regions, v)`` -- v: (N, C) the frame value x[:, :, 0, 0]; regions: output
-    boxes (r0, r1, c0, c1) whose windows see x's non-constant core or the zero padding
-    (a ring P wide) -- or None when there is no frame (on backends other than NumPy the
-    data is never inspected), the stride is not 1, or the frame is too thin to pay.
-    Every other output window lies inside the frame, so its value is the same everywhere.
+    Returns ``(regions, v)`` -- v: (N, C) the frame value; regions: output boxes
+    (r0, r1, c0, c1) whose windows see x's non-constant core, its outer ring
+    (:func:`minifcn.backend.constant_frame`) or the zero padding -- or None when there is
+    no frame (on backends other than NumPy the data is never inspected), the stride is
+    not 1, or the frame is too thin to pay. Every other output window lies inside the
+    frame, so its value is the same everywhere.
     """
     if s != (1, 1):
         return None
-    box = constant_frame(x)
-    if box is None:
+    frame = constant_frame(x)
+    if frame is None:
         return None
-    (b0, b1, e0, e1), (h, w) = box, x.shape[2:]
+    (b0, b1, e0, e1), (a, b) = frame
+    h, w = x.shape[2:]
     (ph, pw), (rh, rw) = p, (d[0] * (k[0] - 1), d[1] * (k[1] - 1))
     oh, ow = h + 2 * ph - rh, w + 2 * pw - rw
     core = (max(0, b0 + ph - rh), min(oh, b1 + ph), max(0, e0 + pw - rw), min(ow, e1 + pw))
-    # the core must stay clear of the padded ring, so that the regions do not overlap
-    if core[0] < ph or core[1] > oh - ph or core[2] < pw or core[3] > ow - pw or core[0] >= core[1] \
+    # output rows/columns whose windows reach the ring or the padding: the first a + P, the last b + P
+    top, bottom, left, right = a + ph, oh - b - ph, a + pw, ow - b - pw
+    # the core must stay clear of that outer band, so that the regions do not overlap
+    if core[0] < top or core[1] > bottom or core[2] < left or core[3] > right or core[0] >= core[1] \
             or core[2] >= core[3]:
         return None
-    ring = [(0, ph, 0, ow), (oh - ph, oh, 0, ow), (ph, oh - ph, 0, pw), (ph, oh - ph, ow - pw, ow)]
+    ring = [(0, top, 0, ow), (bottom, oh, 0, ow), (top, bottom, 0, left), (top, bottom, right, ow)]
     regions = [core] + [r for r in ring if r[0] < r[1] and r[2] < r[3]]
     if sum((r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in regions) > FRAME_MAX_SHARE * oh * ow:
         return None
-    return regions, x[:, :, 0, 0]
+    return regions, x[:, :, a, a]
 
 
 def _reach(s, p, d, k):
