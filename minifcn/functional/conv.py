@@ -14,7 +14,7 @@ so the backward of one is the forward of the other (im2col <-> col2im).
 """
 from __future__ import annotations
 
-from ..backend import constant_frame, device, namespace
+from ..backend import constant_frame, device, namespace, parallel_for
 from .checks import check_bias, check_float, check_ndim, check_same_dtype
 from .conv_bands import backward_bands, correlate, padded
 from .im2col import _window, conv_output_size, conv_transpose_output_size, pair
@@ -82,9 +82,12 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
         const = const + bias
     y = xp.empty((n, c_out, oh, ow), dtype=x.dtype, device=device(x))
     y[...] = xp.reshape(const, (n, c_out, 1, 1))
-    for r0, r1, c0, c1 in regions:           # windows that see x's core or the zero padding
+    def region(r0, r1, c0, c1):              # windows that see x's core, its ring or the zero padding
         sub = xpad[:, :, r0:r1 + d[0] * (kh - 1), c0:c1 + d[1] * (kw - 1)]
         y[:, :, r0:r1, c0:c1] = correlate(sub, weight, bias, s, d, (r1 - r0, c1 - c0))
+
+    region(*regions[0])                      # the core, in bands on all cores
+    parallel_for(region, regions[1:], x)     # the thin ring pieces, one per core
     return y, (x, weight, bias is not None, s, p, d, ("frame", regions, v))
 
 
@@ -124,9 +127,12 @@ def conv2d_backward(dy, cache, need_dx=True, need_dweight=True):
         _, regions, v = plan
         dw2 = xp.zeros((c_out, c_in * kh * kw), dtype=dy.dtype, device=device(dy))
         dy_frame = dy_sum
-        for r0, r1, c0, c1 in regions:
+        def region(r0, r1, c0, c1):
             sub = xpad[:, :, r0:r1 + d[0] * (kh - 1), c0:c1 + d[1] * (kw - 1)]
-            dw2 = dw2 + backward_bands(sub, dy[:, :, r0:r1, c0:c1], weight, s, d, None)
+            return backward_bands(sub, dy[:, :, r0:r1, c0:c1], weight, s, d, None)
+
+        for (r0, r1, c0, c1), share in zip(regions, [region(*regions[0])] + parallel_for(region, regions[1:], dy)):
+            dw2 = dw2 + share
             dy_frame = dy_frame - xp.sum(dy[:, :, r0:r1, c0:c1], axis=(2, 3))
         dweight = xp.reshape(dw2, weight.shape) + xp.reshape(
             xp.matrix_transpose(dy_frame) @ v, (c_out, c_in, 1, 1))
