@@ -20,13 +20,26 @@ from .conv_bands import backward_bands, correlate, padded
 from .im2col import _window, conv_output_size, conv_transpose_output_size, pair
 
 
-def _conv_params(stride, padding, dilation):
+def _check_inputs(op, x, weight, bias, stride, padding, dilation, transposed):
+    """Validate the inputs of conv2d (weight (C_out, C_in, KH, KW)) or conv_transpose2d
+    (weight (C_in, C_out, KH, KW)); return the (S, P, D) pairs."""
+    x_layout, w_layout = ("(N, C_in, H, W)", "(C_in, C_out, KH, KW)") if transposed else \
+        ("(N, C, H, W)", "(C_out, C_in, KH, KW)")
+    check_ndim(x, 4, f"{op} input x", x_layout)
+    check_ndim(weight, 4, f"{op} weight", w_layout)
+    check_float(x, f"{op} input x")
+    check_same_dtype(x, weight, f"{op} input x", "weight")
     sh, sw = pair(stride, "stride")
     ph, pw = pair(padding, "padding")
     dh, dw = pair(dilation, "dilation")
     if min(sh, sw, dh, dw) < 1 or min(ph, pw) < 0:
         raise ValueError(f"stride and dilation must be >= 1 and padding >= 0, got "
                          f"stride={stride!r}, padding={padding!r}, dilation={dilation!r}")
+    c_in, c_out = (weight.shape[0], weight.shape[1]) if transposed else (weight.shape[1], weight.shape[0])
+    if x.shape[1] != c_in:
+        raise ValueError(f"{op} channel mismatch: input x has C={x.shape[1]} channels (shape {tuple(x.shape)}) "
+                         f"but weight expects C_in={c_in} (weight shape {tuple(weight.shape)})")
+    check_bias(bias, c_out, f"{op} bias", like=x)
     return (sh, sw), (ph, pw), (dh, dw)
 
 
@@ -45,17 +58,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
       on every trunk activation up to conv4), outputs whose window lies in the frame
       are one value per channel, computed once (:func:`_frame_plan`).
     """
-    check_ndim(x, 4, "conv2d input x", "(N, C, H, W)")
-    check_ndim(weight, 4, "conv2d weight", "(C_out, C_in, KH, KW)")
-    check_float(x, "conv2d input x")
-    check_same_dtype(x, weight, "conv2d input x", "weight")
-    s, p, d = _conv_params(stride, padding, dilation)
+    s, p, d = _check_inputs("conv2d", x, weight, bias, stride, padding, dilation, transposed=False)
     n, c, h, w = x.shape
     c_out, c_in, kh, kw = weight.shape
-    if c != c_in:
-        raise ValueError(f"conv2d channel mismatch: input x has C={c} channels (shape {tuple(x.shape)}) "
-                         f"but weight expects C_in={c_in} (weight shape {tuple(weight.shape)})")
-    check_bias(bias, c_out, "conv2d bias", like=x)
     oh = conv_output_size(h, kh, s[0], p[0], d[0])
     ow = conv_output_size(w, kw, s[1], p[1], d[1])
     if oh < 1 or ow < 1:
@@ -223,17 +228,9 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
     output channels, followed by a pixel shuffle (see :func:`_phase_weight`); this equals
     ``col2im(weight.reshape(C_in, -1)^T @ x)`` without its C_out*KH*KW x H*W columns.
     """
-    check_ndim(x, 4, "conv_transpose2d input x", "(N, C_in, H, W)")
-    check_ndim(weight, 4, "conv_transpose2d weight", "(C_in, C_out, KH, KW)")
-    check_float(x, "conv_transpose2d input x")
-    check_same_dtype(x, weight, "conv_transpose2d input x", "weight")
-    s, p, d = _conv_params(stride, padding, dilation)
+    s, p, d = _check_inputs("conv_transpose2d", x, weight, bias, stride, padding, dilation, transposed=True)
     n, c, h, w = x.shape
     c_in, c_out, kh, kw = weight.shape
-    if c != c_in:
-        raise ValueError(f"conv_transpose2d channel mismatch: input x has C={c} channels (shape "
-                         f"{tuple(x.shape)}) but weight expects C_in={c_in} (weight shape {tuple(weight.shape)})")
-    check_bias(bias, c_out, "conv_transpose2d bias", like=x)
     oh = conv_transpose_output_size(h, kh, s[0], p[0], d[0])
     ow = conv_transpose_output_size(w, kw, s[1], p[1], d[1])
     if oh < 1 or ow < 1:
