@@ -94,3 +94,13 @@ def test_load_errors_are_clear(tmp_path):
             np.lib.format.write_array(f, np.frombuffer(b"{not json", dtype=np.uint8))
     with pytest.raises(ValueError, match="unreadable metadata"):
         load_npz(tmp_path / "badmeta.npz")
+
+
+def test_atomic_files_get_ordinary_permissions(tmp_path):
+    from minifcn.io import atomic_path
+
+    ref = tmp_path / "plain.txt"
+    ref.write_text("x")
+    with atomic_path(tmp_path / "atomic.txt") as tmp:
+        tmp.write_text("y")
+    assert (tmp_path / "atomic.txt").stat().st_mode & 0o777 == ref.stat().st_mode & 0o777

@@ -172,6 +172,7 @@ def make_dataset(out_dir, n_train=DEFAULT_N_TRAIN, n_val=DEFAULT_N_VAL, seed=0, 
         raise ValueError(f"{final} already exists; remove it or choose another folder")
     os.makedirs(out_dir, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".VOC2012-", dir=out_dir)
+    os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only; the finished tree is an ordinary folder
     try:
         for sub in ("JPEGImages", "SegmentationClass", os.path.join("ImageSets", "Segmentation")):
             os.makedirs(os.path.join(tmp, sub))
