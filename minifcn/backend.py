@@ -72,10 +72,16 @@ class Backend:
     def asarray(self, a, dtype=None):
         """Copy host data (NumPy array, list, scalar) or another array onto this backend."""
         if dtype is not None:
-            dtype = getattr(self.xp, np.dtype(dtype).name)  # "float32", np.float32, ...
+            dtype = self.dtype(dtype)
         if not (is_numpy(a) or isinstance(a, (list, tuple, int, float))):
             a = to_numpy(a)
         return self.xp.asarray(a, dtype=dtype, device=self.device)
+
+    def dtype(self, dtype):
+        """This namespace's dtype for a name ("float32"), a NumPy dtype, or one of its own dtypes."""
+        if isinstance(dtype, (str, type, np.dtype)):
+            return getattr(self.xp, np.dtype(dtype).name)
+        return dtype
 
     def __repr__(self):
         return f"Backend({self.name!r})"

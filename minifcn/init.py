@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def _rng(rng):
-    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+def generator(seed=None) -> np.random.Generator:
+    """A NumPy Generator for initialisation: ``seed`` may be an int, None, or a Generator (returned as is)."""
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
 
 def bilinear_filter(k: int) -> np.ndarray:
@@ -40,7 +41,7 @@ def he_normal(shape, rng=None, fan_in: int | None = None, dtype=np.float32) -> n
     """He et al. (2015) normal init: N(0, 2 / fan_in), fan_in = C_in*KH*KW by default."""
     if fan_in is None:
         fan_in = int(np.prod(shape[1:]))
-    return (_rng(rng).standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(dtype)
+    return (generator(rng).standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(dtype)
 
 
 def zeros(shape, dtype=np.float32) -> np.ndarray:

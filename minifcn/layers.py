@@ -6,8 +6,6 @@ so gradients accumulate across passes until ``zero_grad()``.
 """
 from __future__ import annotations
 
-import numpy as np
-
 from . import functional as F
 from . import init as initializers
 from .backend import RNG, backend_of, get_backend, namespace, to_backend
@@ -129,9 +127,7 @@ class Layer:
             b = get_backend(backend) if backend is not None else backend_of(p.data)
             data = to_backend(p.data, b)
             if dtype is not None:
-                if isinstance(dtype, str) or type(dtype).__module__.startswith("numpy") or isinstance(dtype, type):
-                    dtype = getattr(b.xp, np.dtype(dtype).name)
-                data = b.xp.astype(data, dtype)
+                data = b.xp.astype(data, b.dtype(dtype))
             p.data = data
             p.grad = b.xp.zeros_like(data)
         return self
@@ -155,7 +151,7 @@ class Conv2d(Layer):
         else:
             raise ValueError(f"unknown init {init!r}; expected 'he' or 'zeros'")
         self.weight = Parameter(w)
-        self.bias = Parameter(np.zeros(out_channels, np.float32), lr_mult=2.0, decay_mult=0.0) if bias else None
+        self.bias = Parameter(initializers.zeros((out_channels,)), lr_mult=2.0, decay_mult=0.0) if bias else None
         self.stride, self.padding, self.dilation = stride, padding, dilation
         self._cache = None
 
@@ -192,7 +188,7 @@ class ConvTranspose2d(Layer):
         else:
             raise ValueError(f"unknown init {init!r}; expected 'bilinear', 'he' or 'zeros'")
         self.weight = Parameter(w, frozen=frozen)
-        self.bias = Parameter(np.zeros(out_channels, np.float32), lr_mult=2.0, decay_mult=0.0) if bias else None
+        self.bias = Parameter(initializers.zeros((out_channels,)), lr_mult=2.0, decay_mult=0.0) if bias else None
         self.stride, self.padding = stride, padding
         self._cache = None
 

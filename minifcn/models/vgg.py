@@ -16,9 +16,10 @@ of fc6's kernel. Dropout is Caffe's element-wise dropout with probability ``drop
 """
 from __future__ import annotations
 
-import numpy as np
+import math
 
 from ..backend import RNG, backend_of
+from ..init import generator
 from ..layers import Conv2d, Dropout, Layer, MaxPool2d, ReLU
 
 STAGES = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))   # (channels, convs) of blocks 1..5
@@ -46,7 +47,7 @@ class VGG16(Layer):
             raise ValueError(f"width must be > 0, got {width!r}")
         self.width = width
         self.rng = RNG(seed)
-        init_rng = np.random.default_rng(seed)
+        init_rng = generator(seed)
         self.trunk = []
         c_in = 3
         for block, (c, n_conv) in enumerate(STAGES, start=1):
@@ -129,7 +130,7 @@ class VGG16(Layer):
                     problems.append(f"missing {key} (for {name}.{part})")
                     continue
                 a = arrays[key]
-                if a.ndim == 2 and len(target) == 4 and a.size == int(np.prod(target)):
+                if a.ndim == 2 and len(target) == 4 and a.size == math.prod(target):
                     a = a.reshape(target)          # fully connected -> convolution
                 if a.shape != target:
                     problems.append(f"{key} has shape {a.shape}, {name}.{part} needs {target}")
