@@ -517,10 +517,10 @@ def main(args) -> int:
 def plot_result(r, path):
     """PNG: median step split into phases (minifcn and torch, if compared), and minifcn's
     time per layer type."""
-    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI window
+    from .viz import figure, save_figure
 
     names = [k for k in ("minifcn", "torch") if k in r]
-    fig = Figure(figsize=(9, 3.6), layout="constrained")
+    fig = figure(figsize=(9, 3.6), dpi=110)
     ax1, ax2 = fig.subplots(1, 2, width_ratios=(1, 1.3))
     left = np.zeros(len(names))
     for phase in ("forward", "loss", "backward", "optimiser", "other"):
@@ -538,6 +538,4 @@ def plot_result(r, path):
     ax2.invert_yaxis()
     ax2.set_xlabel("ms per step, timed layer by layer")
     ax2.set_title("minifcn by layer type", fontsize=10)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    return path
+    return save_figure(fig, path)

@@ -106,10 +106,10 @@ def format_table(table) -> str:
 
 def plot_comparison(samples, preds, path):
     """One row per sample: image | ground truth | each model's prediction (coarse to fine)."""
-    from .viz import _figure, _save_figure, colorize
+    from .viz import colorize, figure, save_figure
 
     names = [n for n, _ in _coarse_to_fine(preds)]
-    fig = _figure(figsize=(2.2 * (2 + len(names)), 2.2 * len(samples)), dpi=100)
+    fig = figure(figsize=(2.2 * (2 + len(names)), 2.2 * len(samples)), dpi=100)
     axes = fig.subplots(len(samples), 2 + len(names), squeeze=False)
     for r, (image, label) in enumerate(samples):
         panels = [("image", image), ("ground truth", colorize(label))]
@@ -119,7 +119,7 @@ def plot_comparison(samples, preds, path):
             ax.axis("off")
             if r == 0:
                 ax.set_title(title)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def _coarse_to_fine(table):

@@ -71,13 +71,15 @@ def overlay(image, label, alpha=0.5) -> np.ndarray:
     return out.astype(np.uint8)
 
 
-def _figure(*args, **kwargs):
+def figure(*args, **kwargs):
+    """A matplotlib Figure with constrained layout, made without pyplot (works under any MPLBACKEND)."""
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI window
 
     return Figure(*args, layout="constrained", **kwargs)
 
 
-def _save_figure(fig, path) -> Path:
+def save_figure(fig, path) -> Path:
+    """Write ``fig`` as a PNG at its own dpi, atomically; returns the path."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=fig.dpi, bbox_inches="tight")
     return Path(path)
@@ -95,7 +97,7 @@ def plot_curves(records, path) -> Path:
         raise ValueError("plot_curves needs at least one record")
     metric_keys = sorted({k for r in records for k in r if k != "iteration"
                           and any(k.endswith(m) for m in METRIC_NAMES) and _is_number(r[k])})
-    fig = _figure(figsize=(11 if metric_keys else 6, 4), dpi=100)
+    fig = figure(figsize=(11 if metric_keys else 6, 4), dpi=100)
     axes = fig.subplots(1, 2 if metric_keys else 1, squeeze=False)[0]
     ax = axes[0]
     rows = [r for r in records if _is_number(r.get("loss")) and "iteration" in r]
@@ -118,7 +120,7 @@ def plot_curves(records, path) -> Path:
         ax.set_title("validation")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def _is_number(v) -> bool:
@@ -137,7 +139,7 @@ def save_prediction_tiles(images, labels, preds, path, class_names) -> Path:
                          f"{len(images)}, {len(labels)}, {len(preds)}")
     n = len(images)
     aspect = max(np.shape(im)[0] / max(np.shape(im)[1], 1) for im in images)  # tallest H / W
-    fig = _figure(figsize=(9, n * 3 * aspect + 0.9), dpi=100)
+    fig = figure(figsize=(9, n * 3 * aspect + 0.9), dpi=100)
     axes = fig.subplots(n, 3, squeeze=False)
     present = set()
     for i, (im, lab, pred) in enumerate(zip(images, labels, preds)):
@@ -155,7 +157,7 @@ def save_prediction_tiles(images, labels, preds, path, class_names) -> Path:
     handles = _legend_handles(sorted(present), class_names)
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize=8,
                frameon=False)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def _legend_handles(ids, class_names):
@@ -175,7 +177,7 @@ def plot_per_class_iu(per_class_iu, class_names, path) -> Path:
     iu = np.asarray(per_class_iu, dtype=np.float64)
     if iu.ndim != 1 or len(class_names) != iu.size:
         raise ValueError(f"per_class_iu ({iu.size} values) and class_names ({len(class_names)}) must match")
-    fig = _figure(figsize=(max(4.0, 0.45 * iu.size + 1.5), 3.5), dpi=100)
+    fig = figure(figsize=(max(4.0, 0.45 * iu.size + 1.5), 3.5), dpi=100)
     ax = fig.subplots()
     x = np.arange(iu.size)
     ax.bar(x, np.nan_to_num(iu), color=_PALETTE[: iu.size] / 255.0, edgecolor="grey")
@@ -189,4 +191,4 @@ def plot_per_class_iu(per_class_iu, class_names, path) -> Path:
     ax.set_ylim(0, 1)
     ax.set_ylabel("IU")
     ax.set_title("per-class intersection over union")
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
