@@ -1,8 +1,10 @@
-"""backend.py: names, namespaces, host transfers, RNG and the native fast paths with
-their portable fallbacks."""
+"""minifcn.backend: names, namespaces, host transfers, RNG, the native fast paths with
+their portable fallbacks, and the package's re-exports and settings."""
 import numpy as np
 import pytest
 
+import minifcn.backend.frame
+import minifcn.backend.threads
 from minifcn import backend as bk
 
 
@@ -79,19 +81,6 @@ def test_bincount_matches_numpy(backend):
     np.testing.assert_array_equal(bk.to_numpy(counts), np.bincount(x, minlength=9))
 
 
-def test_scatter_add_sums_repeated_indices(backend):
-    rng = np.random.default_rng(1)
-    index = np.array([0, 2, 2, 4, 0, 0])
-    values = rng.standard_normal((6, 3))
-    expected = np.ones((5, 3))
-    for i, v in zip(index, values):
-        expected[i] += v
-    target = backend.asarray(np.ones((5, 3)))
-    out = bk.scatter_add(target, backend.asarray(index), backend.asarray(values))
-    assert out is target
-    np.testing.assert_allclose(bk.to_numpy(target), expected, rtol=1e-15)
-
-
 def test_as_strided_on_numpy_and_none_elsewhere(backend):
     x = backend.asarray(np.arange(10.0))
     view = bk.as_strided(x, (4, 3), (2, 1))    # overlapping windows of 3, every 2nd start
@@ -101,7 +90,54 @@ def test_as_strided_on_numpy_and_none_elsewhere(backend):
         assert view is None
 
 
-def test_scalar_and_to_numpy_of_python_values():
-    assert bk.scalar(np.float64(2.5)) == 2.5
+def test_to_numpy_of_python_values():
     assert bk.to_numpy(None) is None
     assert bk.to_numpy(3.0).shape == ()
+
+
+def test_package_reexports_every_public_name_from_its_module():
+    homes = {"arrays": ["BACKEND_NAMES", "namespace", "device", "is_numpy", "is_cupy", "cupy_available",
+                        "Backend", "get_backend", "backend_of", "to_numpy", "to_backend"],
+             "rng": ["RNG"], "native": ["bincount", "matmul", "element_strides", "as_strided"],
+             "threads": ["blas_info", "threads_for", "parallel_for", "row_bands", "by_channels"],
+             "buffers": ["scratch"], "frame": ["constant_frame"]}
+    for module, names in homes.items():
+        home = getattr(bk, module)
+        for name in names:
+            assert getattr(bk, name) is getattr(home, name), (module, name)
+            assert name in bk.__all__
+    assert not hasattr(bk, "scatter_add") and not hasattr(bk, "scalar")
+
+
+def test_settings_set_through_the_package_reach_the_module_that_reads_them(monkeypatch):
+    like = np.zeros(1)
+    threads, frame = minifcn.backend.threads, minifcn.backend.frame
+    default = bk.row_bands(23, 30, like)
+    with monkeypatch.context() as m:
+        m.setattr(bk, "BAND_ELEMENTS", 90)
+        assert threads.BAND_ELEMENTS == bk.BAND_ELEMENTS == 90
+        assert bk.row_bands(23, 30, like) == [(r, min(r + 3, 23)) for r in range(0, 23, 3)]
+        m.setattr(bk, "THREADS", 3)
+        assert bk.threads_for(like) == 3
+        m.setattr(bk, "FRAME_MIN_PIXELS", 10**9)
+        assert frame.FRAME_MIN_PIXELS == 10**9
+        x = np.zeros((1, 1, 40, 40))
+        x[:, :, 10:20, 10:20] = 1.0
+        assert bk.constant_frame(x) is None          # now "too small to inspect"
+    assert threads.BAND_ELEMENTS is None and threads.THREADS is None    # undone in the module too
+    assert bk.row_bands(23, 30, like) == default
+    assert bk.constant_frame(x) == ((10, 20, 10, 20), (0, 0))
+    monkeypatch.setattr(threads, "CPU_BAND_ELEMENTS", 60)   # and set in the module, read via the package
+    assert bk.CPU_BAND_ELEMENTS == 60 and bk.row_bands(4, 30, like) == [(0, 2), (2, 4)]
+    from minifcn.backend import DEVICE_BAND_ELEMENTS
+    assert DEVICE_BAND_ELEMENTS == threads.DEVICE_BAND_ELEMENTS
+
+
+def test_matmul_writes_into_out_on_numpy_and_returns_fresh_elsewhere(backend):
+    a, b = np.arange(6.0).reshape(2, 3), np.arange(12.0).reshape(3, 4)
+    out = backend.asarray(np.zeros((2, 4)))
+    y = bk.matmul(backend.asarray(a), backend.asarray(b), out=out)
+    np.testing.assert_array_equal(bk.to_numpy(y), a @ b)
+    assert (y is out) == (backend.name == "numpy")
+    strides = bk.element_strides(backend.asarray(np.zeros((2, 3, 4))))
+    assert strides == ((12, 4, 1) if backend.name in ("numpy", "cupy") else None)
