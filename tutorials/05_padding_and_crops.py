@@ -250,36 +250,69 @@ except ValueError as exc:
 #
 # The coordinate maps do not depend on the rounding mode (the windows start at the same
 # places), so the offsets stay 19 | 5, 27 | 5, 9, 31. But floor mode drops the last
-# partial window at each pool, the score map loses up to a pixel per pool, and the
-# upsampled map can end before the image does: the final crop no longer fits, for about
-# half of all input sizes.
+# partial window at each pool, so the maps shrink, and two different things can fail:
+#
+# - **fc6 does not fit**: pool5 is smaller than fc6's 7 x 7 kernel (small inputs);
+# - **the crop does not fit**: the net runs, but the upsampled map, (fc7 - 1) 32 + 64
+#   pixels, ends before offset 19 + H, so it cannot cover the image.
+#
+# The size arithmetic tells which, for every H; a real floor-mode FCN-32s confirms it
+# on H = 1..80 (it raises exactly where the arithmetic says something fails).
 
 # %%
+def floor_mode_failure(h):
+    """None if a floor-mode FCN-32s works on an H x H input, else "fc6" or "crop"."""
+    s = h
+    for name, layer in net.trunk:
+        if isinstance(layer, Conv2d):
+            k = layer.weight.shape[2]
+            if s + 2 * layer.padding < k:
+                return "fc6"
+            s = F.conv_output_size(s, k, 1, layer.padding)
+        elif isinstance(layer, MaxPool2d):
+            s = F.pool_output_size(s, 2, 2, ceil_mode=False)
+    upsampled = (s - 1) * 32 + 64
+    return None if 19 + h <= upsampled else "crop"
+
+
 floor32 = FCN32s(n_class=2, width=WIDTH).eval()
 for layer in floor32.trunk_until("pool5"):
     if isinstance(layer, MaxPool2d):
         layer.ceil_mode = False
 assert floor32.crop_offsets()["upscore"] == (19, 19)
-failing, working = [], []
 for h in range(1, 81):
     try:
         floor32.forward(np.zeros((1, 3, h, h), np.float32))
-        working.append(h)
+        runs = True
     except ValueError:
-        failing.append(h)
+        runs = False
+    assert runs == (floor_mode_failure(h) is None), h
 ceil_ok = all(net.eval().forward(np.zeros((1, 3, h, h), np.float32)).shape[2] == h for h in range(1, 81))
-print(f"floor-mode FCN-32s fails for {len(failing)} of 80 input sizes, e.g. {failing[:8]}")
-print("ceil-mode FCN-32s works for all 80:", ceil_ok)
-assert ceil_ok and 20 <= len(failing) <= 60
+assert ceil_ok
+
+heights = np.arange(1, 513)
+failure = [floor_mode_failure(int(h)) for h in heights]
+fc6_fails = [int(h) for h, f in zip(heights, failure) if f == "fc6"]
+crop_fails = [int(h) for h, f in zip(heights, failure) if f == "crop"]
+works = [int(h) for h, f in zip(heights, failure) if f is None]
+share = len(crop_fails) / len([h for h in heights if h > max(fc6_fails)])
+print(f"floor mode, H = 1..512: fc6 does not fit for H = {min(fc6_fails)}..{max(fc6_fails)}; "
+      f"the crop does not fit for {len(crop_fails)} of the {512 - max(fc6_fails)} larger sizes "
+      f"({100 * share:.0f}%), e.g. {crop_fails[:6]}")
+print("ceil mode works for every H = 1..80")
+assert fc6_fails == list(range(1, 26))                # every failure below 26 is fc6, not the crop
+assert 0.30 < share < 0.45                            # about 37%, not "about half"
 
 # %%
-fig, ax = plt.subplots(figsize=(10, 1.8))
-ax.scatter(working, np.zeros(len(working)), marker="|", s=200, color="tab:green", label="works")
-ax.scatter(failing, np.zeros(len(failing)), marker="|", s=200, color="tab:red", label="crop does not fit")
+fig, ax = plt.subplots(figsize=(11, 2.0))
+for hs, colour, name in [(works, "tab:green", "works"), (fc6_fails, "tab:orange", "fc6 (7 x 7) does not fit pool5"),
+                         (crop_fails, "tab:red", "crop does not fit")]:
+    ax.scatter(hs, np.zeros(len(hs)), marker="|", s=250, color=colour, label=f"{name} ({len(hs)})")
 ax.set_yticks([])
+ax.set_xlim(0, 513)
 ax.set_xlabel("input size H = W")
-ax.set_title("FCN-32s with floor-mode pools (ceil mode works for every H)")
-ax.legend(loc="upper right", ncol=2)
+ax.set_title("FCN-32s with floor-mode pools, H = 1..512 (ceil mode: all of H = 1..80 run)")
+ax.legend(loc="upper center", ncol=3, bbox_to_anchor=(0.5, -0.45), frameon=False)
 savefig(fig, "05_floor_mode.png")
 
 # %% [markdown]
