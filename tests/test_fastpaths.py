@@ -7,6 +7,8 @@
   pixel-shuffle); it must agree with the plain col2im definition.
 * max_pool2d finds its winners in backward by comparing slices with the output;
   ties still go to the first kernel offset.
+
+tests/test_reference.py pins every fast path to minifcn.functional.reference.
 """
 import numpy as np
 import pytest
@@ -15,9 +17,8 @@ import reference as R
 from minifcn import backend as B
 from minifcn import functional as F
 from minifcn.backend import to_numpy
-from minifcn.functional import conv as conv_module
-from minifcn.functional import conv_bands
-from minifcn.functional.im2col import col2im
+from minifcn.functional.fast import bands, frame
+from minifcn.functional.im2col import col2im, pair
 from minifcn.gradcheck import check_backward
 
 # (x shape, weight shape, stride, padding, dilation): FCN shapes in miniature
@@ -45,7 +46,7 @@ def test_conv2d_banded_equals_one_band(backend, case, monkeypatch):
     monkeypatch.setattr(B, "BAND_ELEMENTS", 10**12)
     whole = _conv_all(backend, case)
     monkeypatch.setattr(B, "BAND_ELEMENTS", 1)       # as few output rows per band as allowed
-    monkeypatch.setattr(conv_bands, "MIN_BAND_COLUMNS", 1)
+    monkeypatch.setattr(bands, "MIN_BAND_COLUMNS", 1)
     banded = _conv_all(backend, case)
     for a, b in zip(banded, whole):
         R.assert_close(a, to_numpy(b), atol=1e-12, rtol=1e-12)
@@ -56,9 +57,9 @@ def test_conv2d_banded_equals_one_band(backend, case, monkeypatch):
                                   ((1, 4, 5, 5), (4, 4, 1, 1), 1, 0, 1)])    # 1x1
 def test_conv2d_dx_as_convolution_equals_col2im(backend, case, monkeypatch):
     x_shape, w_shape, s, p, d = case
-    assert conv_module._dx_by_convolution(w_shape, (s, s), conv_module.pair(p), conv_module.pair(d))
+    assert bands.dx_by_convolution(w_shape, (s, s), pair(p), pair(d))
     by_conv = _conv_all(backend, case)
-    monkeypatch.setattr(conv_module, "_dx_by_convolution", lambda *args: False)
+    monkeypatch.setattr(bands, "dx_by_convolution", lambda *args: False)
     by_fold = _conv_all(backend, case)
     for a, b in zip(by_conv, by_fold):
         R.assert_close(a, to_numpy(b), atol=1e-12, rtol=1e-12)
@@ -94,7 +95,7 @@ def test_row_bands_cover_the_rows_once(monkeypatch):
                                   ((1, 2, 2, 2), (3, 2, 1, 1), 1, 2, 1)])       # 1x1 with padding: bias borders
 def test_conv2d_banded_gradcheck(backend, case, monkeypatch):
     monkeypatch.setattr(B, "BAND_ELEMENTS", 1)
-    monkeypatch.setattr(conv_bands, "MIN_BAND_COLUMNS", 1)
+    monkeypatch.setattr(bands, "MIN_BAND_COLUMNS", 1)
     x_shape, w_shape, s, p, d = case
     rng = np.random.default_rng(5)
     x, w, b = (backend.asarray(rng.standard_normal(sh)) for sh in (x_shape, w_shape, (w_shape[0],)))
@@ -175,7 +176,7 @@ def test_parallel_for_returns_results_in_order_and_raises(monkeypatch):
 
 def test_parallel_for_thread_counts_give_identical_conv_gradients(monkeypatch):
     """Partial weight gradients are summed in band order, so the thread count changes nothing."""
-    monkeypatch.setattr(conv_bands, "MIN_BAND_COLUMNS", 1)
+    monkeypatch.setattr(bands, "MIN_BAND_COLUMNS", 1)
     monkeypatch.setattr(B, "BAND_ELEMENTS", 50)
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal((1, 3, 17, 9)).astype(np.float32), rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
@@ -217,12 +218,12 @@ def test_conv2d_constant_frame_computed_once_equals_plain(case, monkeypatch):
     rng = np.random.default_rng(1)
     w, b = rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
     assert B.constant_frame(x) == (box, ring)
-    assert conv_module._frame_plan(x, (1, 1), conv_module.pair(p), conv_module.pair(d), w_shape[2:]) is not None
+    assert frame.frame_plan(x, (1, 1), pair(p), pair(d), w_shape[2:]) is not None
     y, cache = F.conv2d(x, w, b, s, p, d)
     R.assert_close(y, R.conv2d(x, w, b, s, p, d))
     dy = rng.standard_normal(y.shape)
     framed = F.conv2d_backward(dy, cache)
-    monkeypatch.setattr(conv_module, "_frame_plan", lambda *args: None)
+    monkeypatch.setattr(frame, "frame_plan", lambda *args: None)
     plain = F.conv2d_backward(dy, F.conv2d(x, w, b, s, p, d)[1])
     for a, e in zip(framed, plain):
         R.assert_close(a, e, atol=1e-12, rtol=1e-12)
@@ -233,7 +234,7 @@ def test_conv2d_constant_frame_gradcheck(monkeypatch):
     x = _framed((1, 2, 16, 15), (6, 9, 6, 9), seed=2, ring=(1, 1))
     rng = np.random.default_rng(3)
     w, b = rng.standard_normal((2, 2, 3, 3)), rng.standard_normal(2)
-    assert F.conv2d(x, w, b, 1, 1)[1][-1][0] == "frame"
+    assert isinstance(F.conv2d(x, w, b, 1, 1)[1], frame.ConvCache)
 
     def forward(w, b):              # w.r.t. the weights (x keeps its frame)
         return F.conv2d(x, w, b, 1, 1)

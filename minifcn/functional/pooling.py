@@ -1,4 +1,4 @@
-"""Max pooling with Caffe/PyTorch ceil-mode rounding.
+"""Max pooling with Caffe/PyTorch ceil-mode rounding: validate, pick a plan, run it.
 
 x: (N, C, H, W) -> y: (N, C, OH, OW) with kernel KH x KW, stride S, padding P:
 
@@ -6,118 +6,76 @@ x: (N, C, H, W) -> y: (N, C, OH, OW) with kernel KH x KW, stride S, padding P:
     OH = ceil((H + 2P - KH) / S) + 1, minus 1 if the last
          window would start at or past H + P               (ceil_mode=True)
 
-Windows that hang over the edge see -inf there, so only real pixels can win.
-The forward pass is the element-wise maximum of KH*KW strided slices of the whole
-batch; the backward finds which kernel offset won each window by comparing those
-slices with the output, and sends each dy to that one winner (ties go to the first
-offset in row-major order).
+Windows that hang over the edge see -inf there, so only real pixels can win; the
+gradient of each window goes to its first maximum in row-major order. The math is
+:func:`.reference.max_pool2d`; the fast plan is :mod:`.fast.pool`.
 """
 from __future__ import annotations
 
-import math
-
-from ..backend import device, namespace, parallel_for, row_bands
+from . import reference
 from .checks import check_float, check_ndim
-from .im2col import _window, pair
+from .fast import pool
+from .im2col import pair, pool_output_size
+from .mode import reference_enabled
 
 
-def pool_output_size(size, kernel, stride, padding=0, ceil_mode=False):
-    """Output length of max pooling along one axis (see the module docstring)."""
-    span = size + 2 * padding - kernel
-    out = (math.ceil(span / stride) if ceil_mode else span // stride) + 1
-    if ceil_mode and (out - 1) * stride >= size + padding:
-        out -= 1
-    return out
+def _check_inputs(op, x, kernel_size, stride, padding, ceil_mode):
+    """Validate a pooling call; return kernel, stride, padding pairs and the output size."""
+    check_ndim(x, 4, f"{op} input x", "(N, C, H, W)")
+    check_float(x, f"{op} input x")
+    k = pair(kernel_size, "kernel_size")
+    s = pair(kernel_size if stride is None else stride, "stride")
+    p = pair(padding, "padding")
+    if min(k + s) < 1 or min(p) < 0:
+        raise ValueError(f"{op} needs kernel_size, stride >= 1 and padding >= 0, got "
+                         f"kernel_size={kernel_size!r}, stride={stride!r}, padding={padding!r}")
+    if 2 * p[0] > k[0] or 2 * p[1] > k[1]:
+        raise ValueError(f"{op} padding {p} must be at most half the kernel size {k}")
+    if not isinstance(ceil_mode, bool):
+        raise ValueError(f"{op} ceil_mode must be True or False, got {ceil_mode!r}")
+    n, c, h, w = x.shape
+    if min(x.shape) < 1:
+        raise ValueError(f"{op} needs a non-empty input, got shape {tuple(x.shape)}")
+    out = (pool_output_size(h, k[0], s[0], p[0], ceil_mode), pool_output_size(w, k[1], s[1], p[1], ceil_mode))
+    if min(out) < 1:
+        raise ValueError(f"{op} kernel {k[0]}x{k[1]} is larger than the padded input "
+                         f"{h + 2 * p[0]}x{w + 2 * p[1]} (input shape {tuple(x.shape)})")
+    return k, s, p, out
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False):
     """Max pooling. x: (N, C, H, W) -> ``(y, cache)``, y: (N, C, OH, OW).
 
     ``stride`` defaults to ``kernel_size``; ``padding`` must be at most half the kernel.
-    ``cache`` holds the (padded) input and the output: backward finds the winners by
-    comparing them, so no index array is stored.
     """
-    check_ndim(x, 4, "max_pool2d input x", "(N, C, H, W)")
-    check_float(x, "max_pool2d input x")
-    kh, kw = pair(kernel_size, "kernel_size")
-    sh, sw = pair(kernel_size if stride is None else stride, "stride")
-    ph, pw = pair(padding, "padding")
-    if min(kh, kw, sh, sw) < 1 or min(ph, pw) < 0:
-        raise ValueError(f"max_pool2d needs kernel_size, stride >= 1 and padding >= 0, got "
-                         f"kernel_size={kernel_size!r}, stride={stride!r}, padding={padding!r}")
-    if 2 * ph > kh or 2 * pw > kw:
-        raise ValueError(f"max_pool2d padding {(ph, pw)} must be at most half the kernel size {(kh, kw)}")
-    n, c, h, w = x.shape
-    oh = pool_output_size(h, kh, sh, ph, ceil_mode)
-    ow = pool_output_size(w, kw, sw, pw, ceil_mode)
-    if oh < 1 or ow < 1:
-        raise ValueError(f"max_pool2d kernel {kh}x{kw} is larger than the padded input "
-                         f"{h + 2 * ph}x{w + 2 * pw} (input shape {tuple(x.shape)})")
-    xp = namespace(x)
-    # Pad with -inf: P on the top/left, and on the bottom/right whatever the last
-    # (ceil-mode) window needs beyond the input. Most FCN pools need no padding at all.
-    hp = max(h + 2 * ph, (oh - 1) * sh + kh)
-    wp = max(w + 2 * pw, (ow - 1) * sw + kw)
-    xpad = x
-    if (hp, wp) != (h, w):
-        xpad = xp.full((n, c, hp, wp), -xp.inf, dtype=x.dtype, device=device(x))
-        xpad[:, :, ph:ph + h, pw:pw + w] = x
-    y = xp.empty((n, c, oh, ow), dtype=x.dtype, device=device(x))
-
-    def chunk(c0, c1):
-        views = _window_views(xpad, (kh, kw), (sh, sw), (oh, ow), (c0, c1))
-        m = views[0] if len(views) == 1 else xp.maximum(views[0], views[1])
-        for v in views[2:]:
-            m = xp.maximum(m, v)
-        y[:, c0:c1, :, :] = m
-
-    parallel_for(chunk, row_bands(c, n * hp * wp, x), x)        # cache-sized channel groups
-    cache = (xpad, y, tuple(x.shape), (kh, kw), (sh, sw), (ph, pw))
-    return y, cache
+    k, s, p, out = _check_inputs("max_pool2d", x, kernel_size, stride, padding, ceil_mode)
+    if reference_enabled():
+        return reference.max_pool2d(x, k, s, p, ceil_mode)
+    return pool.max_pool2d(x, k, s, p, out)
 
 
-def _window_views(xpad, kernel, stride, out_size, channels):
-    """The KH*KW strided slices ``xpad[:, c0:c1, ky::S, kx::S]`` (OH x OW each), in
-    row-major kernel-offset order, for the channels ``(c0, c1)``."""
-    (kh, kw), (sh, sw), (oh, ow), (c0, c1) = kernel, stride, out_size, channels
-    return [xpad[:, c0:c1, _window(ky, oh, sh), _window(kx, ow, sw)] for ky in range(kh) for kx in range(kw)]
+def max_pool2d_with_indices(x, kernel_size, stride=None, padding=0, ceil_mode=False):
+    """Max pooling that also returns where each maximum was (SegNet keeps these).
+
+    Returns ``(y, indices, cache)``: y (N, C, OH, OW); indices int64 (N, C, OH, OW), the
+    flat position ``h * W + w`` of each window's maximum in its input plane (PyTorch's
+    convention; the first maximum in row-major window order wins ties). The cache goes
+    to :func:`max_pool2d_backward`.
+    """
+    k, s, p, out = _check_inputs("max_pool2d_with_indices", x, kernel_size, stride, padding, ceil_mode)
+    if reference_enabled():
+        y, cache = reference.max_pool2d(x, k, s, p, ceil_mode)
+        winner = cache.winner
+    else:
+        y, winner, cache = pool.max_pool2d(x, k, s, p, out, with_winner=True)
+    return y, reference.pool_indices(winner, cache, out), cache
 
 
 def max_pool2d_backward(dy, cache):
-    """Gradient of :func:`max_pool2d`: dy (N, C, OH, OW) -> dx (N, C, H, W).
-
-    dx[window winner] += dy[window]; every other input pixel of the window gets 0.
-    The winner of a window is the first kernel offset whose value equals the maximum.
-    """
-    xpad, y, x_shape, (kh, kw), (sh, sw), (ph, pw) = cache
-    xp = namespace(dy)
-    n, c, h, w = x_shape
-    oh, ow = y.shape[2:]
-    hp, wp = xpad.shape[2:]
-    # Windows that tile the padded input exactly (stride = kernel, no remainder) write
-    # every element once, so dx needs no zero fill and no accumulation.
-    tiles = (sh, sw) == (kh, kw) and (hp, wp) == (oh * sh, ow * sw)
-    dxpad = (xp.empty if tiles else xp.zeros)((n, c, hp, wp), dtype=dy.dtype, device=device(dy))
-
-    def chunk(c0, c1):
-        views = _window_views(xpad, (kh, kw), (sh, sw), (oh, ow), (c0, c1))
-        yc, dyc = y[:, c0:c1, :, :], dy[:, c0:c1, :, :]
-        taken = None
-        for k, v in enumerate(views):
-            win = v == yc
-            if taken is not None:
-                win = xp.logical_and(win, xp.logical_not(taken))
-            if k < len(views) - 1:
-                taken = win if taken is None else xp.logical_or(taken, win)
-            g = dyc * xp.astype(win, dy.dtype)
-            ky, kx = divmod(k, kw)
-            idx = (slice(None), slice(c0, c1), _window(ky, oh, sh), _window(kx, ow, sw))
-            if tiles:
-                dxpad[idx] = g
-            else:
-                dxpad[idx] += g
-
-    parallel_for(chunk, row_bands(c, n * hp * wp, dy), dy)
-    if (hp, wp) == (h, w):
-        return dxpad
-    return dxpad[:, :, ph:ph + h, pw:pw + w]
+    """Gradient of :func:`max_pool2d` (and of :func:`max_pool2d_with_indices`):
+    dy (N, C, OH, OW) -> dx (N, C, H, W); each dy goes to its window's maximum."""
+    if isinstance(cache, reference.PoolCache):
+        return reference.max_pool2d_backward(dy, cache)
+    if isinstance(cache, pool.PoolCache):
+        return pool.max_pool2d_backward(dy, cache)
+    raise ValueError(f"max_pool2d_backward got a {type(cache).__name__}, not the cache of a max_pool2d")
