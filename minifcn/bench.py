@@ -7,9 +7,11 @@ and the median reported, split into forward, loss, backward and optimiser. Then:
 * a per-layer-type breakdown (3x3 convs, 1x1/fc convs, transposed convs, pooling,
   element-wise layers, loss, optimiser, and the model's own glue) from extra steps run
   with a timing wrapper that only this command installs on the layer instances, so the
-  library itself carries no instrumentation;
+  library itself carries no instrumentation; each layer names its own type
+  (``layer.category``);
 * achieved GFLOP/s: the multiply-adds of every convolution in the step (forward, input
-  gradients where needed, weight gradients of unfrozen weights) over the median time;
+  gradients where needed, weight gradients of unfrozen weights; ``layer.flops``) over
+  the median time;
 * memory added by a step: the peak resident set during one step minus the resident set
   before it (Linux ``VmHWM`` reset through ``/proc/self/clear_refs``, freed memory handed
   back with ``malloc_trim`` first), and for NumPy also the tracemalloc peak, which sees
@@ -37,7 +39,7 @@ import numpy as np
 
 from . import functional as F
 from .backend import blas_info, get_backend, is_cupy, to_numpy
-from .layers import Conv2d, ConvTranspose2d, Crop, Dropout, Layer, MaxPool2d, ReLU
+from .layers import Layer
 from .optim import SGD
 from .io import atomic_path
 
@@ -116,20 +118,16 @@ class _Clock:
             self.last = now
 
 
-def _category(layer):
-    if isinstance(layer, Conv2d):
-        return "conv3x3" if tuple(layer.weight.shape[2:]) == (3, 3) else "conv1x1/fc"
-    if isinstance(layer, ConvTranspose2d):
-        return "transposed conv"
-    if isinstance(layer, MaxPool2d):
-        return "pooling"
-    if isinstance(layer, (ReLU, Dropout, Crop)):
-        return "elementwise"
-    return None
+def ordered_categories(names):
+    """``names`` in the report's order: :data:`CATEGORIES` first, then any new ones
+    (a new layer class may bring its own category) alphabetically."""
+    names = set(names)
+    return [c for c in CATEGORIES if c in names] + sorted(names - set(CATEGORIES))
 
 
 def leaf_layers(model):
-    """Every leaf layer reachable from ``model`` (attributes, lists, dataclasses), once each."""
+    """Every leaf layer reachable from ``model`` (attributes, lists, dataclasses), once each:
+    a layer with a ``category`` is a leaf; one without (a model, a trunk) is searched."""
     seen, out = set(), []
 
     def visit(obj):
@@ -137,7 +135,7 @@ def leaf_layers(model):
             if id(obj) in seen:
                 return
             seen.add(id(obj))
-            if _category(obj) is not None:
+            if obj.category is not None:
                 out.append(obj)
                 return
             for v in vars(obj).values():
@@ -163,7 +161,7 @@ def layer_timers(model, like, times, shapes=None):
     layers = leaf_layers(model)
 
     def wrap(layer, method):
-        inner, cat = getattr(layer, method), _category(layer)
+        inner, cat = getattr(layer, method), layer.category
 
         def timed(*args, **kwargs):
             _sync(like)
@@ -190,22 +188,12 @@ def layer_timers(model, like, times, shapes=None):
 def step_flops(shapes, first_layer=None):
     """Floating-point operations (2 per multiply-add) of the convolutions of one step.
 
-    Forward and input gradient: 2 * (output or input pixels) * C_in*C_out*KH*KW each;
-    the weight gradient the same again for unfrozen weights. ``first_layer`` gets no
-    input gradient (nobody needs the image's)."""
-    total = 0
-    for layer, x_shape, y_shape in shapes.values():
-        if isinstance(layer, Conv2d):
-            c_out, c_in, kh, kw = layer.weight.shape
-            macs = y_shape[0] * y_shape[2] * y_shape[3] * c_out * c_in * kh * kw
-        elif isinstance(layer, ConvTranspose2d):
-            c_in, c_out, kh, kw = layer.weight.shape
-            macs = x_shape[0] * x_shape[2] * x_shape[3] * c_out * c_in * kh * kw
-        else:
-            continue
-        passes = 1 + (layer is not first_layer) + (not layer.weight.frozen)
-        total += 2 * macs * passes
-    return total
+    Each layer counts its own (``layer.flops``): for a convolution, forward and input
+    gradient 2 * (output or input pixels) * C_in*C_out*KH*KW each, the weight gradient
+    the same again for unfrozen weights; element-wise layers count 0. ``first_layer``
+    gets no input gradient (nobody needs the image's)."""
+    return sum(layer.flops(x_shape, y_shape, need_dx=layer is not first_layer)
+               for layer, x_shape, y_shape in shapes.values())
 
 
 # ----------------------------------------------------------------------------
@@ -253,7 +241,7 @@ def tracemalloc_peak_added(fn):
 # ----------------------------------------------------------------------------
 def torch_twin(model):
     """A PyTorch module computing the same function as the minifcn FCN ``model``, with
-    its weights copied (torch is imported here only)."""
+    its weights copied; every layer builds its own twin (``layer.torch_module()``)."""
     import torch
     from torch import nn
 
@@ -271,28 +259,7 @@ def torch_twin(model):
             self.final_offset = model.crop_final.offset
 
         def _module(self, name, layer):
-            if isinstance(layer, (Conv2d, ConvTranspose2d)):
-                w = layer.weight.shape
-                if isinstance(layer, Conv2d):
-                    m = nn.Conv2d(w[1], w[0], w[2:], layer.stride, layer.padding, layer.dilation,
-                                  bias=layer.bias is not None)
-                else:
-                    m = nn.ConvTranspose2d(w[0], w[1], w[2:], layer.stride, layer.padding,
-                                           bias=layer.bias is not None)
-                with torch.no_grad():
-                    for part in ("weight", "bias"):
-                        p = getattr(layer, part)
-                        if p is not None:
-                            getattr(m, part).copy_(torch.from_numpy(np.array(to_numpy(p.data))))
-                            getattr(m, part).requires_grad_(not p.frozen)
-            elif isinstance(layer, ReLU):
-                m = nn.ReLU()
-            elif isinstance(layer, MaxPool2d):
-                m = nn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding, ceil_mode=layer.ceil_mode)
-            elif isinstance(layer, Dropout):
-                m = nn.Dropout(layer.p)
-            else:
-                raise TypeError(f"no PyTorch twin for {type(layer).__name__}")
+            m = layer.torch_module()        # the layer builds its own twin, weights copied
             setattr(self, name, m)          # registered: named like minifcn's, reached by train()/eval()
             return m
 
@@ -496,7 +463,7 @@ def format_report(r) -> str:
         bd = r["minifcn"]["breakdown_s"]
         total = sum(bd.values())
         lines.append("minifcn breakdown (timed layer by layer):")
-        for cat in CATEGORIES:
+        for cat in ordered_categories(bd):
             if cat in bd:
                 lines.append(f"  {cat:16s}{bd[cat] * 1e3:8.1f} ms {100 * bd[cat] / total:5.1f}%")
     return "\n".join(lines)
@@ -533,7 +500,7 @@ def plot_result(r, path):
     c = r["config"]
     ax1.set_title(f"{c['model']} width {c['width']}, {c['size']}x{c['size']}, batch {c['batch']}", fontsize=10)
     bd = r["minifcn"].get("breakdown_s", {})
-    cats = [k for k in CATEGORIES if k in bd]
+    cats = ordered_categories(bd)
     ax2.barh(cats, [bd[k] * 1e3 for k in cats], color="tab:gray")
     ax2.invert_yaxis()
     ax2.set_xlabel("ms per step, timed layer by layer")

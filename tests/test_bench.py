@@ -69,3 +69,48 @@ def test_bench_runs_on_the_device_backend():
     r = bench.run("fcn32s", width=0.0625, size=16, backend="strict:device1", steps=1, warmup=0, progress=False)
     assert r["config"]["backend"] == "strict:device1" and r["minifcn"]["step_s"] > 0
     assert "tracemalloc_added_bytes" not in r["minifcn"]
+
+
+def test_bench_asks_each_layer_for_its_category_and_flops():
+    """A layer class the library has never seen is timed under the category it declares and
+    counts the flops it declares; containers (no category) are searched, not timed."""
+    from minifcn.layers import Layer, ReLU
+
+    class Mystery(Layer):
+        category = "mystery"
+
+        def forward(self, x):
+            return x * 2.0
+
+        def backward(self, dy):
+            return dy * 2.0
+
+        def flops(self, x_shape, y_shape, need_dx=True):
+            return 10 + need_dx
+
+    class Net(Layer):
+        def __init__(self):
+            self.conv = Conv2d(1, 2, 3, padding=1, rng=0)
+            self.inner = Net2()
+
+        def forward(self, x):
+            return self.inner(self.conv(x))
+
+    class Net2(Layer):
+        def __init__(self):
+            self.m, self.relu = Mystery(), ReLU()
+
+        def forward(self, x):
+            return self.relu(self.m(x))
+
+    net = Net()
+    assert [type(layer).__name__ for layer in bench.leaf_layers(net)] == ["Conv2d", "Mystery", "ReLU"]
+    times, shapes = {}, {}
+    x = np.ones((1, 1, 4, 5), np.float32)
+    with bench.layer_timers(net, x, times, shapes):
+        net.forward(x)
+    assert set(times) == {"conv3x3", "mystery", "elementwise"} and all(t > 0 for t in times.values())
+    assert "forward" not in vars(net.inner.m)                # unwrapped again
+    conv_flops = 2 * (4 * 5 * 2 * 1 * 9) * 2                  # forward + weight gradient, first layer
+    assert bench.step_flops(shapes, first_layer=net.conv) == conv_flops + 11
+    assert bench.ordered_categories({"mystery", "loss", "conv3x3"}) == ["conv3x3", "loss", "mystery"]

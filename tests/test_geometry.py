@@ -4,9 +4,10 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from minifcn.layers import Conv2d, ConvTranspose2d, Crop, Dropout, MaxPool2d, ReLU
+from minifcn.layers import Conv2d, ConvTranspose2d, Crop, Dropout, Layer, MaxPool2d, ReLU
 from minifcn.models import FCN8s, FCN8sAtOnce, FCN16s, FCN32s
-from minifcn.models.geometry import IDENTITY, CoordMap, compose, coord_map, crop_offset
+from minifcn.models.geometry import (IDENTITY, CoordMap, compose, coord_map, crop_offset, output_stride,
+                                     receptive_field)
 
 WIDTH = 1 / 32
 
@@ -122,3 +123,93 @@ def test_upsampling_kernel_changes_offsets():
     m.upscore = ConvTranspose2d(21, 21, 63, 32)
     with pytest.raises(ValueError, match="not a non-negative integer"):
         m.crop_offsets()
+
+
+# --- layers describe themselves: a new layer class needs no edits elsewhere ---------------
+class Subsample(Layer):
+    """Keeps every S-th pixel starting at pixel ``start``: a layer this library has never seen,
+    declaring its own coordinate map (output o is input S o + start)."""
+
+    category = "subsample"
+
+    def __init__(self, s=2, start=1):
+        self.s, self.start = s, start
+
+    def coord_map(self):
+        return CoordMap((Fraction(self.s),) * 2, (Fraction(self.start),) * 2)
+
+    def forward(self, x):
+        return x[:, :, self.start::self.s, self.start::self.s]
+
+
+class NoMap(Layer):
+    def forward(self, x):
+        return x
+
+
+def test_a_new_layer_class_brings_its_own_map():
+    """The map is read off the layer, so composing, crop offsets and receptive fields work for
+    a class defined here; the composed map agrees with what the layer really does."""
+    path = [Conv2d(1, 1, 3, padding=1), Subsample(2, 1), Conv2d(1, 1, 3)]
+    m = compose(path)
+    # x = 1*(2*(1*o + 1) + 1) + 0 = 2 o + 3
+    assert m == CoordMap(fr_pair(2), fr_pair(3))
+    assert receptive_field(path) == (3 + 2 * 2, 3 + 2 * 2)
+    assert crop_offset(compose([Subsample(2, 1)]), compose([Subsample(2, 5)])) == (2, 2)
+    x = np.arange(40 * 40, dtype=np.float64).reshape(1, 1, 40, 40)
+    y = Subsample(2, 1).forward(x)
+    o = 7
+    assert y[0, 0, o, 0] == x[0, 0, 2 * o + 1, 1]
+    with pytest.raises(TypeError, match="no coordinate map for layer NoMap"):
+        compose([Conv2d(1, 1, 3), NoMap()])
+    with pytest.raises(TypeError, match="no coordinate map for layer NoMap"):
+        receptive_field([NoMap()])
+
+    class Liar(Layer):
+        def coord_map(self):
+            return (1, 0)
+
+    with pytest.raises(TypeError, match=r"Liar.coord_map\(\) returned tuple, not a CoordMap"):
+        coord_map(Liar())
+
+
+def test_every_library_layer_reports_a_map_and_a_category():
+    layers = {Conv2d(1, 1, 3): "conv3x3", Conv2d(1, 1, 7): "conv1x1/fc", Conv2d(1, 1, 1): "conv1x1/fc",
+              ConvTranspose2d(1, 1, 4, 2): "transposed conv", MaxPool2d(2): "pooling", ReLU(): "elementwise",
+              Dropout(0.5): "elementwise", Crop((1, 2)): "elementwise"}
+    for layer, category in layers.items():
+        assert isinstance(layer.coord_map(), CoordMap) and layer.category == category
+    assert Layer.category is None and NoMap().category is None
+
+
+# --- receptive fields ----------------------------------------------------------------------
+@pytest.mark.parametrize("i", range(6))
+def test_dilated_stack_receptive_field_matches_yu_and_koltun(i):
+    """Yu & Koltun (ICLR 2016), section 2: 3x3 convolutions with dilations 1, 2, 4, ..., 2^i
+    stacked give each output a (2^(i+2) - 1) x (2^(i+2) - 1) receptive field."""
+    stack = [Conv2d(1, 1, 3, padding=2 ** j, dilation=2 ** j) for j in range(i + 1)]
+    assert receptive_field(stack) == (2 ** (i + 2) - 1, 2 ** (i + 2) - 1)
+    # measured on the real layers: the input pixels an interior output depends on
+    for layer in stack:
+        layer.weight.data = np.ones_like(layer.weight.data)
+    n = 2 ** (i + 2) + 3
+    h = np.zeros((1, 1, n, n), np.float32)
+    for layer in stack:
+        h = layer(h)
+    dy = np.zeros_like(h)
+    dy[0, 0, n // 2, n // 2] = 1
+    for layer in reversed(stack):
+        dy = layer.backward(dy)
+    rows = np.nonzero(dy[0, 0].sum(axis=1))[0]
+    assert rows.max() - rows.min() + 1 == 2 ** (i + 2) - 1
+
+
+def test_receptive_fields_of_the_trunks():
+    """VGG16's well-known 212 pixels at pool5 and 404 at fc7 (fc6's 7x7 at stride 32 adds
+    6 * 32); conv and pool stride 1 and 2, dilation and a non-square kernel all enter."""
+    m = FCN32s(width=WIDTH)
+    assert receptive_field(m.trunk_until("pool5")) == (212, 212)
+    assert receptive_field(m.trunk_until("drop7")) == (404, 404)
+    assert output_stride(m.trunk_until("pool5")) == (32, 32) and output_stride([]) == (1, 1)
+    assert receptive_field([Conv2d(1, 1, (1, 3), dilation=(1, 2))]) == (1, 5)
+    assert receptive_field([]) == (1, 1)

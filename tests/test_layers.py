@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from minifcn import functional as F
-from minifcn.backend import RNG, backend_of, to_numpy
+from minifcn.backend import RNG, backend_of, get_backend, to_numpy
 from minifcn.gradcheck import check_backward, check_layer
-from minifcn.layers import Conv2d, ConvTranspose2d, Crop, Dropout, Layer, MaxPool2d, Parameter, ReLU
+from minifcn.layers import Buffer, Conv2d, ConvTranspose2d, Crop, Dropout, Layer, MaxPool2d, Parameter, ReLU
+from minifcn.optim import SGD
 
 
 class TinyNet(Layer):
@@ -232,3 +233,101 @@ def test_layers_agree_with_functional_ops(backend):
     up = ConvTranspose2d(2, 2, 4, stride=2).to(backend.name, "float64")
     y, _ = F.conv_transpose2d(x, up.weight.data, None, 2)
     np.testing.assert_array_equal(to_numpy(up(x)), to_numpy(y))
+
+
+# ------------------------------------------------------------------------ buffers
+class Tracked(Layer):
+    """y = weight * x (per channel); keeps the running mean of x per channel and a count
+    of forward passes as buffers, as BatchNorm keeps its running statistics."""
+
+    def __init__(self, c):
+        self.weight = Parameter(np.ones(c, np.float32))
+        self.running_mean = Buffer(np.zeros(c, np.float32))
+        self.register_buffer("count", np.zeros((), np.int64))
+        self.conv = Conv2d(c, c, 1, rng=0)
+
+    def forward(self, x):
+        xp = backend_of(x).xp
+        if self.training:
+            self.running_mean.data = 0.9 * self.running_mean.data + 0.1 * xp.mean(x, axis=(0, 2, 3))
+            self.count.data = self.count.data + 1
+        return self.conv(x * xp.reshape(self.weight.data, (1, -1, 1, 1)))
+
+
+class HoldsTracked(Layer):
+    def __init__(self):
+        self.pre = Conv2d(2, 2, 1, rng=1)
+        self.bn = Tracked(2)
+
+
+def test_buffers_are_state_but_not_parameters(backend):
+    net = HoldsTracked().to(backend.name, "float64")
+    assert [k for k, _ in net.named_buffers()] == ["bn.running_mean", "bn.count"]
+    assert [k for k, _ in net.named_parameters()] == ["pre.weight", "pre.bias", "bn.weight", "bn.conv.weight",
+                                                       "bn.conv.bias"]
+    assert list(net.state_dict()) == ["pre.weight", "pre.bias", "bn.weight", "bn.running_mean", "bn.count",
+                                      "bn.conv.weight", "bn.conv.bias"]          # registration order
+    assert all(isinstance(b, Buffer) for b in net.buffers()) and not hasattr(net.bn.count, "grad")
+    x = _x(backend, 2, 2, 3, 4)
+    net.bn(x)
+    mean = to_numpy(net.bn.running_mean.data).copy()
+    np.testing.assert_allclose(mean, 0.1 * to_numpy(x).mean(axis=(0, 2, 3)), rtol=1e-12)
+    # the optimiser never sees buffers: weight decay and momentum leave them alone
+    opt = SGD(net.named_parameters(), lr=0.1, momentum=0.9, weight_decay=0.5)
+    for p in net.parameters():
+        p.grad = p.grad + 1.0
+    opt.step()
+    np.testing.assert_array_equal(to_numpy(net.bn.running_mean.data), mean)
+    assert int(to_numpy(net.bn.count.data)) == 1
+    # checkpoints carry them
+    host = {k: to_numpy(v) for k, v in net.state_dict().items()}
+    other = HoldsTracked().to(backend.name, "float64")
+    other.load_state_dict(host)
+    np.testing.assert_array_equal(to_numpy(other.bn.running_mean.data), mean)
+    assert int(to_numpy(other.bn.count.data)) == 1
+    assert backend_of(other.bn.running_mean.data).name == backend.name
+    del host["bn.running_mean"]
+    with pytest.raises(ValueError, match="missing keys: bn.running_mean"):
+        other.load_state_dict(host)
+
+
+@pytest.mark.parametrize("target", ["numpy", "strict:device1"])
+def test_to_moves_buffers_and_casts_only_floating_ones(target):
+    net = HoldsTracked()
+    net.bn.running_mean.data = np.array([1.5, -2.0], np.float32)
+    net.to(target, "float64")
+    rm, count = net.bn.running_mean.data, net.bn.count.data
+    assert backend_of(rm).name == target and backend_of(count).name == target
+    assert str(rm.dtype).endswith("float64") and str(count.dtype).endswith("int64")
+    np.testing.assert_array_equal(to_numpy(rm), [1.5, -2.0])
+    net.bn(get_backend(target).asarray(np.ones((1, 2, 2, 2)), dtype="float64"))    # updates on the device
+    np.testing.assert_allclose(to_numpy(net.bn.running_mean.data), [1.45, -1.7], rtol=1e-12)
+    assert int(to_numpy(net.bn.count.data)) == 1
+
+
+def test_inline_members_are_named_and_reached_as_the_parents_own(backend):
+    class Holder(Layer):
+        def __init__(self):
+            self.register_inline("body", HoldsTracked())
+            self.head = Conv2d(2, 1, 1, rng=2)
+
+    h = Holder().to(backend.name, "float64")
+    assert list(h.state_dict()) == ["pre.weight", "pre.bias", "bn.weight", "bn.running_mean", "bn.count",
+                                    "bn.conv.weight", "bn.conv.bias", "head.weight", "head.bias"]
+    assert [k for k, _ in h.named_buffers()] == ["bn.running_mean", "bn.count"]
+    assert h.pre is h.body.pre and h.bn.conv is h.body.bn.conv
+    assert dict(h.children())["body"] is h.body
+    h.eval()
+    assert not h.body.bn.conv.training
+    with pytest.raises(ValueError, match=r"Holder.pre is already a member of its inline sub-layer 'body'"):
+        h.pre = Conv2d(2, 2, 1)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        h.nothing
+
+    class Clash(Layer):
+        def __init__(self):
+            self.bn = ReLU()
+            self.register_inline("body", HoldsTracked())
+
+    with pytest.raises(ValueError, match="names taken twice: bn"):
+        Clash()

@@ -1,7 +1,9 @@
-"""Coordinate maps: where a pixel of a layer's output sits in its input.
+"""Coordinate maps along paths of layers: crop offsets and receptive fields, computed, never typed in.
 
 Every spatial layer maps an output coordinate to an input coordinate by an affine map
-per axis, ``x_in = a * x_out + b`` (the centre of the output pixel's window):
+per axis, ``x_in = a * x_out + b`` (the centre of the output pixel's window), and
+reports it itself (``layer.coord_map()``, see :mod:`minifcn.coordmap` for the table
+of maps; this module never looks at layer classes):
 
 ==================================  ====================  ==========================
 layer (kernel K, stride S, pad P,   a                     b
@@ -13,71 +15,41 @@ crop at offset O                    1                     O
 ReLU, dropout, scaling              1                     0
 ==================================  ====================  ==========================
 
-The transposed convolution's map is the inverse of the convolution's with the same
-hyper-parameters (it is that convolution's adjoint). Maps compose along a path of
-layers; two paths from the same input whose maps have the same scale differ only by
-a shift, and that shift, in units of the cropped blob's pixels, is the crop offset:
+Maps compose along a path of layers; two paths from the same input whose maps have
+the same scale differ only by a shift, and that shift, in units of the cropped
+blob's pixels, is the crop offset:
 
     input = a * big + b_big = a * ref + b_ref   =>   big = ref + (b_ref - b_big) / a
 
 This is the idea of Caffe's ``coord_map.py`` (used by the reference FCN nets). For
 the reference VGG16-FCN it gives offsets 19 (FCN-32s); 5 and 27 (FCN-16s); 5, 9
 and 31 (FCN-8s). Arithmetic is exact (fractions), so a misaligned net is detected.
+
+The maps also carry each window's radius r (K' - 1) / 2, which composes as
+``r + a * r'``; the receptive field of a path is ``2 r + 1`` input pixels per axis.
+For 3x3 convolutions with dilations 1, 2, 4, ..., 2^i (Yu & Koltun, ICLR 2016) that
+is 2^(i+2) - 1.
 """
 from __future__ import annotations
 
-import dataclasses
-from fractions import Fraction
+from ..coordmap import IDENTITY, CoordMap
 
-from ..functional.im2col import pair
-from ..layers import Conv2d, ConvTranspose2d, Crop, Dropout, MaxPool2d, ReLU
-
-
-@dataclasses.dataclass(frozen=True)
-class CoordMap:
-    """``x_in = scale * x_out + shift`` on each spatial axis; ``scale``, ``shift`` are (y, x) pairs."""
-
-    scale: tuple = (Fraction(1), Fraction(1))
-    shift: tuple = (Fraction(0), Fraction(0))
-
-    def then(self, inner: "CoordMap") -> "CoordMap":
-        """The map of this path followed by one more layer with map ``inner``.
-
-        With ``x = a x' + b`` (this path) and ``x' = a' x'' + b'`` (the next layer):
-        ``x = (a a') x'' + (a b' + b)``.
-        """
-        return CoordMap(tuple(a * a2 for a, a2 in zip(self.scale, inner.scale)),
-                        tuple(a * b2 + b for a, b2, b in zip(self.scale, inner.shift, self.shift)))
-
-
-IDENTITY = CoordMap()
-
-
-def _window(layer):
-    """(K', S, P) per axis of a convolution-like layer as pairs of Fractions."""
-    kernel = pair(layer.weight.shape[2:] if hasattr(layer, "weight") else layer.kernel_size, "kernel_size")
-    stride = pair(getattr(layer, "stride", None) or kernel, "stride")
-    padding = pair(getattr(layer, "padding", 0), "padding")
-    dilation = pair(getattr(layer, "dilation", 1), "dilation")
-    span = tuple(Fraction(d * (k - 1) + 1) for k, d in zip(kernel, dilation))
-    return span, tuple(Fraction(s) for s in stride), tuple(Fraction(p) for p in padding)
+__all__ = ["CoordMap", "IDENTITY", "coord_map", "compose", "crop_offset", "receptive_field",
+           "output_stride"]
 
 
 def coord_map(layer) -> CoordMap:
-    """The :class:`CoordMap` of one layer, read from its hyper-parameters (table above)."""
-    if isinstance(layer, (Conv2d, MaxPool2d)):
-        span, stride, pad = _window(layer)
-        return CoordMap(stride, tuple((k - 1) / 2 - p for k, p in zip(span, pad)))
-    if isinstance(layer, ConvTranspose2d):
-        span, stride, pad = _window(layer)
-        return CoordMap(tuple(1 / s for s in stride),
-                        tuple((p - (k - 1) / 2) / s for k, s, p in zip(span, stride, pad)))
-    if isinstance(layer, Crop):
-        return CoordMap(shift=tuple(Fraction(o) for o in pair(layer.offset, "offset")))
-    if isinstance(layer, (ReLU, Dropout)):
-        return IDENTITY
-    raise TypeError(f"no coordinate map for layer {type(layer).__name__}; expected Conv2d, "
-                    f"ConvTranspose2d, MaxPool2d, Crop, ReLU or Dropout")
+    """The :class:`CoordMap` of one layer: whatever its ``coord_map()`` method reports.
+
+    Raises TypeError naming the class of anything that has no such method (or whose
+    method says it has no map)."""
+    method = getattr(layer, "coord_map", None)
+    if not callable(method):
+        raise TypeError(f"no coordinate map for layer {type(layer).__name__}: it has no coord_map() method")
+    m = method()
+    if not isinstance(m, CoordMap):
+        raise TypeError(f"{type(layer).__name__}.coord_map() returned {type(m).__name__}, not a CoordMap")
+    return m
 
 
 def compose(layers) -> CoordMap:
@@ -86,6 +58,21 @@ def compose(layers) -> CoordMap:
     for layer in layers:
         m = m.then(coord_map(layer))
     return m
+
+
+def receptive_field(layers) -> tuple[int, int]:
+    """(size_y, size_x): how many input pixels per axis one output pixel of the path
+    ``layers`` (forward order) depends on, dilation and strides included: ``2 r + 1``
+    with the composed window radius r (recurrence r <- r + a * (K' - 1) / 2, a the
+    product of the strides before the layer)."""
+    size = compose(layers).receptive_field
+    return tuple(int(s) if s.denominator == 1 else s for s in size)
+
+
+def output_stride(layers) -> tuple:
+    """(stride_y, stride_x): input pixels between neighbouring output pixels of the path
+    (the composed scale; 32 for VGG16 to pool5, 8 for DeepLab's trunk)."""
+    return tuple(int(a) if a.denominator == 1 else a for a in compose(layers).scale)
 
 
 def crop_offset(big: CoordMap, ref: CoordMap) -> tuple[int, int]:
