@@ -283,3 +283,28 @@ def test_conv_ops_agree_with_torch_on_random_shapes():
         y, cache = (F.conv_transpose2d if transpose else F.conv2d)(x, wt, b, s, p, d)
         assert y.shape == tuple(ty.shape), where
         np.testing.assert_allclose(y, ty.numpy(), atol=1e-12, rtol=1e-12, err_msg=where)
+
+
+@pytest.mark.parametrize("kwargs,name", [({"stride": 1.5}, "stride"), ({"padding": 2.9}, "padding"),
+                                         ({"dilation": (1, 1.9)}, "dilation"), ({"stride": True}, "stride")])
+def test_non_integer_hyper_parameters_are_refused_not_truncated(kwargs, name):
+    x, w = np.zeros((1, 2, 5, 5)), np.zeros((3, 2, 3, 3))
+    with pytest.raises(ValueError, match=rf"{name} must be an int or a pair of ints, got"):
+        F.conv2d(x, w, **kwargs)
+    with pytest.raises(ValueError, match=rf"{name} must be an int or a pair of ints, got"):
+        F.conv_transpose2d(x, np.zeros((2, 3, 3, 3)), **kwargs)
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 0, 5), (1, 2, 5, 0), (0, 2, 5, 5)])
+def test_empty_inputs_are_refused(shape):
+    with pytest.raises(ValueError, match=r"needs non-empty arrays, got input x of shape"):
+        F.conv2d(np.zeros(shape), np.zeros((3, 2, 1, 1)))
+    with pytest.raises(ValueError, match=r"needs non-empty arrays, got input x of shape"):
+        F.conv_transpose2d(np.zeros(shape), np.zeros((2, 3, 2, 2)), stride=2)
+    with pytest.raises(ValueError, match=r"needs a non-empty input, got shape"):
+        F.max_pool2d(np.zeros(shape), 1)
+
+
+def test_output_padding_must_stay_below_the_stride():
+    with pytest.raises(ValueError, match=r"output_padding \(2, 2\) must be >= 0 and smaller than the stride \(2, 2\)"):
+        F.conv_transpose2d(np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 4, 4)), stride=2, output_padding=2)

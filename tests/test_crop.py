@@ -67,3 +67,8 @@ def test_crop_gradcheck_random_directions(backend):
     x = backend.asarray(np.random.default_rng(4).standard_normal((2, 8, 40, 37)))
     r = check_backward(functools.partial(F.crop, offset=(19, 5), size=(17, 30)), F.crop_backward, [x], directions=3)
     assert r.ok, str(r)
+
+
+def test_non_integer_offsets_are_refused():
+    with pytest.raises(ValueError, match=r"offset must be an int or a pair of ints, got \(1.5, 0\)"):
+        F.crop(np.zeros((1, 1, 5, 5)), (1.5, 0), (2, 2))

@@ -185,3 +185,11 @@ def test_loss_agrees_with_torch(normalize, seed):
     loss, cache = F.softmax_cross_entropy(logits, labels, normalize=normalize, weight=weight)
     assert abs(float(loss) - tl.item()) <= 1e-12 * abs(tl.item())
     R.assert_close(F.softmax_cross_entropy_backward(cache), tx.grad.numpy(), atol=1e-14)
+
+
+@pytest.mark.parametrize("bad", [[1.0, -0.5, 1.0], [1.0, float("nan"), 1.0], [float("inf"), 1.0, 1.0]])
+def test_class_weights_must_be_finite_and_non_negative(backend, bad):
+    logits = backend.asarray(np.zeros((1, 3, 2, 2)))
+    labels = backend.asarray(np.zeros((1, 2, 2), np.int64))
+    with pytest.raises(ValueError, match=r"class weights must be finite and >= 0"):
+        F.softmax_cross_entropy(logits, labels, weight=backend.asarray(np.array(bad)))

@@ -4,9 +4,19 @@ x: (N, C, H, W), offset (oy, ox), size (h, w) -> y = x[:, :, oy:oy+h, ox:ox+w]
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from ..backend import device, namespace
 from .checks import check_ndim
 from .im2col import pair
+
+
+class CropCache(NamedTuple):
+    x_shape: tuple
+    offset: tuple
+    dtype: object
+    device: object
+    xp: object
 
 
 def crop(x, offset, size):
@@ -22,7 +32,7 @@ def crop(x, offset, size):
         raise ValueError(f"crop window offset ({oy}, {ox}) size ({h}, {w}) does not fit inside the input "
                          f"of spatial size ({H}, {W}) (input shape {tuple(x.shape)})")
     y = x[:, :, oy:oy + h, ox:ox + w]
-    return y, (tuple(x.shape), (oy, ox), x.dtype, device(x), namespace(x))
+    return y, CropCache(tuple(x.shape), (oy, ox), x.dtype, device(x), namespace(x))
 
 
 def crop_backward(dy, cache):

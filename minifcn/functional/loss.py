@@ -14,8 +14,17 @@ loss 0 and zero gradient, never NaN.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from ..backend import device, namespace, to_numpy
 from .checks import check_float, check_ndim
+
+
+class LossCache(NamedTuple):
+    prob: object           # softmax (N, C, H, W)
+    target: object         # labels with ignored pixels set to class 0, (N, 1, H, W)
+    pixel_weight: object   # (N, H, W): class weight of the label, 0 where ignored
+    denom: object          # the normaliser Z (0-d)
 
 
 def _check_labels(logits, labels, ignore_index):
@@ -52,6 +61,8 @@ def softmax_cross_entropy(logits, labels, ignore_index=255, normalize=True, weig
         if tuple(weight.shape) != (c,):
             raise ValueError(f"class weight must have shape ({c},), got {tuple(weight.shape)}")
         weight = xp.astype(weight, logits.dtype)  # float64 weights must not promote a float32 loss
+        if not bool(xp.all(xp.isfinite(weight) & (weight >= 0))):     # one host sync (C values)
+            raise ValueError(f"class weights must be finite and >= 0, got {to_numpy(weight).tolist()}")
     valid = labels != ignore_index
     # ignored pixels point at class 0 before any gather (a GPU would wrap 255 silently)
     target = xp.where(valid, labels, xp.zeros((), dtype=labels.dtype, device=dev))   # (N, H, W)
@@ -72,13 +83,14 @@ def softmax_cross_entropy(logits, labels, ignore_index=255, normalize=True, weig
     else:
         denom = xp.asarray(float(n), dtype=logits.dtype, device=dev)
     loss = -xp.sum(pixel_w * logp_label) / denom
-    cache = (e / total, target, pixel_w, denom)
-    return loss, cache
+    return loss, LossCache(e / total, target, pixel_w, denom)
 
 
 def softmax_cross_entropy_backward(cache, dloss=1.0):
     """Gradient of :func:`softmax_cross_entropy` w.r.t. the logits, scaled by ``dloss``."""
     prob, target, pixel_w, denom = cache
+    if not isinstance(cache, LossCache):
+        raise ValueError(f"softmax_cross_entropy_backward got a {type(cache).__name__}, not its cache")
     xp = namespace(prob)
     classes = xp.reshape(xp.arange(prob.shape[1], dtype=target.dtype, device=device(prob)), (1, -1, 1, 1))
     onehot = xp.astype(target == classes, prob.dtype)                        # (N, C, H, W)
