@@ -87,6 +87,28 @@ def test_max_unpool2d_is_max_pool_backward(backend, case):
     R.assert_close(y, to_numpy(F.max_pool2d_backward(backend.asarray(dy), pool_cache)), atol=1e-14)
 
 
+@pytest.mark.parametrize("case", POOL_CASES, ids=IDS)
+def test_round_trip_with_max_pool2d_with_indices(backend, case):
+    """The pool's indices are the loop reference's; unpool(pool(x)) keeps each window's maximum
+    in place (zeros elsewhere); unpooling dy equals max_pool2d_backward of the same cache."""
+    shape, k, s, p, ceil = case
+    x = distinct(shape, seed=14)
+    y, idx, cache = F.max_pool2d_with_indices(backend.asarray(x), k, s, p, ceil)
+    y_ref, idx_ref, winners = pool_indices_loop(x, k, s, p, ceil)
+    assert idx.dtype == backend.xp.int64
+    np.testing.assert_array_equal(to_numpy(idx), idx_ref)
+    up, _ = F.max_unpool2d(y, idx, shape[2:])
+    kept = np.zeros(shape)
+    for key, (r, c) in winners.items():
+        kept[key[0], key[1], r, c] = x[key[0], key[1], r, c]
+    np.testing.assert_array_equal(to_numpy(up) != 0, kept != 0)
+    if k == s:                         # non-overlapping windows: each winner appears once
+        R.assert_close(up, kept)
+    dy = np.random.default_rng(15).standard_normal(y_ref.shape)
+    back, _ = F.max_unpool2d(backend.asarray(dy), idx, shape[2:])
+    R.assert_close(back, to_numpy(F.max_pool2d_backward(backend.asarray(dy), cache)), atol=1e-14)
+
+
 def test_repeated_indices_are_summed(backend):
     x = np.array([[[[1.0, 2.0], [4.0, 8.0]]]])
     idx = np.array([[[[5, 5], [0, 5]]]], dtype=np.int64)
