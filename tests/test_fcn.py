@@ -345,3 +345,71 @@ def test_agrees_with_pytorch_forward_and_every_gradient(name):
     np.testing.assert_allclose(model.backward(dy), xt.grad.numpy(), rtol=1e-9, atol=1e-11)
     for k, p in model.named_parameters():
         np.testing.assert_allclose(p.grad, P[k].grad.numpy(), rtol=1e-9, atol=1e-11, err_msg=k)
+
+
+# --- composition, names and the registry ---------------------------------------------------
+TORCHFCN_FCN8S = ([f"conv{b}_{i}.{p}" for b, n in enumerate([2, 2, 3, 3, 3], 1) for i in range(1, n + 1)
+                   for p in ("weight", "bias")]
+                  + ["fc6.weight", "fc6.bias", "fc7.weight", "fc7.bias", "score_fr.weight", "score_fr.bias",
+                     "upscore2.weight", "score_pool4.weight", "score_pool4.bias", "upscore_pool4.weight",
+                     "score_pool3.weight", "score_pool3.bias", "upscore8.weight"])
+
+
+def test_fcn_holds_its_trunk_and_keeps_torchfcn_names():
+    from minifcn.models import VGG16
+    from minifcn.models.vgg import FCN_VGG16
+
+    m = FCN8s(width=TINY)
+    assert isinstance(m.backbone, VGG16) and not isinstance(m, VGG16) and m.backbone.table == FCN_VGG16
+    assert [n for n, _ in m.named_parameters()] == TORCHFCN_FCN8S == list(m.state_dict())
+    assert m.conv1_1 is m.backbone.conv1_1 and m.trunk is m.backbone.trunk and m.rng is m.backbone.rng
+    assert m.width == TINY and m.out_channels == 128 and list(m.named_buffers()) == []
+    assert m.score_fr.weight.shape == (21, 128, 1, 1) and m.fc6.weight.shape == (128, 16, 7, 7)
+    m.eval()
+    assert not m.drop7.training and not m.backbone.training
+
+
+def test_build_checks_its_arguments():
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 2"):
+        build("fcn8s", width=TINY, dropout=2)
+    for bad in (0, -0.5, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match=r"width must be a finite number > 0, got"):
+            build("fcn32s", width=bad)
+    with pytest.raises(ValueError, match=r"n_class must be an int >= 1, got 2.5"):
+        build("fcn32s", n_class=2.5, width=TINY)
+    assert build("fcn32s", n_class=np.int64(3), width=TINY).config["n_class"] == 3
+
+
+def test_new_models_register_by_name(tmp_path):
+    from minifcn.models import MODELS, Model, register_model
+    from minifcn.layers import Conv2d
+
+    assert {"fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce"} <= set(MODELS)
+
+    @register_model
+    class OneConv(Model):
+        name = "test-oneconv"
+
+        def __init__(self, n_class=21, width=1.0):
+            self.n_class, self.width = n_class, width
+            self.score = Conv2d(3, n_class, 1)
+
+        @property
+        def config(self):
+            return {"name": self.name, "n_class": self.n_class, "width": self.width}
+
+        def forward(self, x):
+            return self.score(x)
+
+    try:
+        m = build("test-oneconv", n_class=4)
+        assert type(m) is OneConv and MODELS["test-oneconv"] is OneConv
+        m.save(tmp_path / "m.npz")
+        again = load_model(tmp_path / "m.npz")
+        assert type(again) is OneConv and np.array_equal(again.score.weight.data, m.score.weight.data)
+        with pytest.raises(ValueError, match="'test-oneconv' is already registered to OneConv"):
+            register_model(type("Other", (Model,), {"name": "test-oneconv"}))
+        with pytest.raises(ValueError, match="needs a non-empty name"):
+            register_model(type("Nameless", (Model,), {}))
+    finally:
+        MODELS.pop("test-oneconv", None)

@@ -101,3 +101,113 @@ def test_load_vgg16_refuses_other_shapes_and_missing_keys(tmp_path):
     with pytest.raises(ValueError, match=r"missing classifier.3.bias \(for fc7.bias\)"):
         model.load_vgg16(tmp_path / "partial.npz")
     assert np.array_equal(model.conv1_1.weight.data, before)     # nothing half-loaded
+
+
+# --- the trunk as a table ---------------------------------------------------------------
+from minifcn.models import FC, Pool, Stage                                     # noqa: E402
+from minifcn.models.geometry import output_stride, receptive_field          # noqa: E402
+from minifcn.models.vgg import (DEEPLAB_LARGEFOV, DEEPLAB_VGG16, DILATION_FRONTEND, FCN_VGG16,  # noqa: E402
+                                SEGNET_ENCODER)
+
+
+def n_params(layer):
+    return sum(int(np.prod(p.shape)) for p in layer.parameters())
+
+
+def test_fcn_table_is_the_reference_trunk():
+    t = VGG16(width=1 / 32)
+    assert t.table == FCN_VGG16 and VGG16(FCN_VGG16, width=1 / 32).layer_names() == t.layer_names()
+    assert [(row.channels, row.convs) for row in FCN_VGG16 if isinstance(row, Stage)] == \
+        [(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)]
+    assert output_stride(t.trunk_until("pool5")) == (32, 32)
+    assert t.channels_at("pool4") == 16 and t.channels_at("drop7") == t.out_channels == 128
+    with pytest.raises(ValueError, match="no trunk layer 'pool6'"):
+        t.trunk_until("pool6")
+
+
+def test_deeplab_largefov_is_a_table_change():
+    """DeepLab-LargeFOV's trunk (Chen et al.): pools 1-3 3x3/2 pad 1, pools 4-5 3x3/1 pad 1,
+    conv5 dilated by 2, fc6 3x3 dilated by 12 with 1024 channels: output stride 8 and
+    20.5M parameters with the 1x1 fc8 to 21 classes (paper: 20.5M)."""
+    t = VGG16(DEEPLAB_LARGEFOV, width=1.0)
+    assert t.pool1.kernel_size == 3 and t.pool1.stride == 2 and t.pool1.padding == 1 and t.pool1.ceil_mode
+    assert (t.pool4.stride, t.pool5.stride) == (1, 1)
+    assert [t.conv5_1.dilation, t.conv5_1.padding, t.conv4_3.dilation, t.conv1_1.padding] == [2, 2, 1, 1]
+    assert (t.fc6.weight.shape, t.fc6.dilation, t.fc6.padding) == ((1024, 512, 3, 3), 12, 12)
+    assert output_stride([t]) == (8, 8)
+    fc8 = 1024 * 21 + 21
+    assert round((n_params(t) + fc8) / 1e6, 1) == 20.5
+    small = VGG16(DEEPLAB_LARGEFOV, width=1 / 32, seed=1).eval()
+    y = small.forward(np.zeros((1, 3, 17, 30), np.float32))
+    # each 3x3/2 pad 1 ceil pool: H -> ceil((H - 1) / 2) + 1, so 17 -> 9 -> 5 -> 3, 30 -> 16 -> 9 -> 5
+    assert y.shape == (1, 32, 3, 5)
+    assert [n for n, _ in VGG16(DEEPLAB_VGG16, width=1 / 32).trunk][-1] == "pool5"
+
+
+def test_dilation_frontend_is_a_table_change():
+    t = VGG16(DILATION_FRONTEND, width=1 / 32)
+    names = t.layer_names()
+    assert "pool4" not in names and "pool5" not in names and names[names.index("pool3") + 1] == "conv4_1"
+    assert t.conv5_3.dilation == 2 and (t.fc6.dilation, t.fc6.weight.shape[2:]) == (4, (7, 7))
+    assert output_stride([t]) == (8, 8)
+    # VGG16 to pool3 (44 px), conv4 at stride 8 (+48), conv5 dilated by 2 at stride 8 (+96),
+    # fc6 7x7 dilated by 4 at stride 8 (+192)
+    assert receptive_field(t.trunk_until("pool3")) == (44, 44)
+    assert receptive_field([t]) == (44 + 48 + 96 + 192,) * 2
+
+
+def test_segnet_encoder_flags_need_their_layers():
+    """BatchNorm and index-keeping pools are table flags; the layers are plugged in as factories."""
+    with pytest.raises(NotImplementedError, match="batch norm after each conv: pass a layer factory"):
+        VGG16(SEGNET_ENCODER, width=1 / 32)
+
+    class FakeNorm(ReLU):                      # stands in for BatchNorm2d(channels)
+        def __init__(self, c):
+            super().__init__()
+            self.c = c
+
+    with pytest.raises(NotImplementedError, match=r"MaxPool2d\(return_indices=True\)"):
+        VGG16(SEGNET_ENCODER, width=1 / 32, batch_norm=FakeNorm)
+    seen = []
+
+    def pool(spec):
+        seen.append(spec)
+        return MaxPool2d(spec.kernel, spec.stride, spec.padding, spec.ceil_mode)
+
+    t = VGG16(SEGNET_ENCODER, width=1 / 32, batch_norm=FakeNorm, pool=pool)
+    assert t.layer_names()[:7] == ["conv1_1", "conv1_1_bn", "relu1_1", "conv1_2", "conv1_2_bn", "relu1_2", "pool1"]
+    assert t.conv5_3_bn.c == 16 and len(seen) == 5 and all(s.keep_indices for s in seen)
+    assert "fc6" not in t.layer_names()
+    # torchvision's vgg16_bn layout: conv, bn, relu per conv, one pool per stage
+    assert t._sources["conv2_1"] == "features.7" and t._sources["conv5_3"] == "features.40"
+
+
+def test_bad_tables_and_arguments_are_refused():
+    with pytest.raises(ValueError, match=r"padding=\(100, 1, 1\) must hold one value per conv \(2\)"):
+        VGG16((Stage(8, 2, padding=(100, 1, 1)),))
+    with pytest.raises(ValueError, match="rows must be Stage or FC"):
+        VGG16(((64, 2),))
+    with pytest.raises(ValueError, match="empty"):
+        VGG16(())
+    for bad in (0, -1, float("inf"), float("nan"), "1", True):
+        with pytest.raises(ValueError, match=r"width must be a finite number > 0, got"):
+            VGG16(width=bad)
+    for bad in (2, 1.0, -0.1, float("nan"), "0.5"):
+        with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got"):
+            VGG16(width=1 / 32, dropout=bad)
+    t = VGG16((Stage(4, 1, pool=None), FC(6, 8, 1, dropout=False)), width=1.0)
+    assert t.layer_names() == ["conv1_1", "relu1_1", "fc6", "relu6"]
+    assert t.conv1_1.padding == 1 and Pool().stride is None
+
+
+def test_load_vgg16_convs_only(tmp_path):
+    """fc=False loads the 13 convolutions into a trunk whose fc6 is not VGG16's (DeepLab)."""
+    arrays = torchvision_layout(1 / 16)
+    save_npz(tmp_path / "vgg16.npz", arrays)
+    t = VGG16(DEEPLAB_LARGEFOV, width=1 / 16)
+    fc6 = t.fc6.weight.data.copy()
+    with pytest.raises(ValueError, match=r"classifier.0.weight has shape"):
+        t.load_vgg16(tmp_path / "vgg16.npz")
+    t.load_vgg16(tmp_path / "vgg16.npz", fc=False)
+    assert np.array_equal(t.conv5_3.weight.data, arrays["features.28.weight"])
+    assert np.array_equal(t.fc6.weight.data, fc6)

@@ -29,8 +29,9 @@ import dataclasses
 
 from ..backend import backend_of
 from ..layers import Conv2d, ConvTranspose2d, Crop
+from .base import Model, check_n_class, register_model
 from .geometry import IDENTITY, compose, crop_offset
-from .vgg import VGG16
+from .vgg import FCN_VGG16, VGG16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,25 +50,28 @@ class _Skip:
     crop: Crop       # aligns the skip's score with the upsampled h
 
 
-class FCN(VGG16):
-    """Base class of the four FCNs: builds the head from ``SKIPS`` and ``FINAL``.
+class FCN(Model):
+    """Base class of the four FCNs: a VGG16 trunk (``TRUNK``, held as ``self.backbone``)
+    plus the head built from ``SKIPS`` and ``FINAL``.
 
-    ``forward(x)``: x (N, 3, H, W), preprocessed (BGR, mean subtracted) -> scores
-    (N, n_class, H, W) for any H, W >= 1. ``backward(dscores, need_dx=True)`` -> dx
-    (N, 3, H, W) (None when ``need_dx`` is False), adding into every unfrozen
+    The trunk is registered inline, so its layers are named and reached as the model's
+    own (``conv1_1.weight``, ``model.fc6``): the parameter names and their order are
+    torchfcn's. ``forward(x)``: x (N, 3, H, W), preprocessed (BGR, mean subtracted) ->
+    scores (N, n_class, H, W) for any H, W >= 1. ``backward(dscores, need_dx=True)`` ->
+    dx (N, 3, H, W) (None when ``need_dx`` is False), adding into every unfrozen
     parameter's gradient.
     """
 
     name = ""
+    TRUNK = FCN_VGG16                  # the trunk table (see :mod:`.vgg`)
     SKIPS: tuple = ()
     FINAL = ("upscore", 64, 32)        # (name, kernel, stride) of the last upsampling
     UP2 = (4, 2)                       # (kernel, stride) of the 2x upsamplings of the skips
 
     def __init__(self, n_class=21, width=1.0, learn_upsampling=False, dropout=0.5, seed=0):
-        if not (isinstance(n_class, int) and n_class >= 1):
-            raise ValueError(f"n_class must be an int >= 1, got {n_class!r}")
-        super().__init__(width=width, dropout=dropout, seed=seed)
-        self.n_class, self.learn_upsampling, self.dropout, self.seed = n_class, learn_upsampling, dropout, seed
+        check_n_class(n_class)
+        self.register_inline("backbone", VGG16(self.TRUNK, width=width, dropout=dropout, seed=seed))
+        self.n_class, self.learn_upsampling, self.dropout, self.seed = int(n_class), learn_upsampling, dropout, seed
         self.score_fr = Conv2d(self.out_channels, n_class, 1, init="zeros")
         self.skips = []
         for spec in self.SKIPS:
@@ -80,6 +84,42 @@ class FCN(VGG16):
         for skip in self.skips:
             skip.crop.offset = offsets[skip.spec.score]
         self.crop_final.offset = offsets[self.FINAL[0]]
+
+    # --- the trunk, as the model's own --------------------------------------------
+    @property
+    def trunk(self):
+        """The trunk's ``(name, layer)`` list in forward order."""
+        return self.backbone.trunk
+
+    @property
+    def width(self):
+        return self.backbone.width
+
+    @property
+    def rng(self):
+        """The :class:`~minifcn.backend.RNG` every dropout layer draws from."""
+        return self.backbone.rng
+
+    @property
+    def out_channels(self):
+        return self.backbone.out_channels
+
+    def trunk_until(self, name):
+        return self.backbone.trunk_until(name)
+
+    def channels_at(self, name):
+        return self.backbone.channels_at(name)
+
+    def forward_trunk(self, x, taps=()):
+        return self.backbone.forward_trunk(x, taps)
+
+    def backward_trunk(self, dy, dtaps=None, need_dx=True):
+        return self.backbone.backward_trunk(dy, dtaps, need_dx)
+
+    def load_vgg16(self, path, fc=True):
+        """ImageNet VGG16 weights into the trunk (see :meth:`.vgg.VGG16.load_vgg16`)."""
+        self.backbone.load_vgg16(path, fc)
+        return self
 
     def _upsampling(self, name, kernel, stride):
         n = self.n_class
@@ -149,31 +189,7 @@ class FCN(VGG16):
         dh = self.score_fr.backward(dh)
         return self.backward_trunk(dh, dtaps, need_dx=need_dx)
 
-    # --- weights in and out -------------------------------------------------------
-    def save(self, path, meta=None):
-        """Write the parameters and ``config`` to ``path`` (.npz, atomic; see :mod:`minifcn.io`)."""
-        from ..io import save_npz
-
-        save_npz(path, self.state_dict(), {**(meta or {}), "model": self.config})
-
-    def load(self, path):
-        """Load parameters saved by :meth:`save` (or a trainer checkpoint) into this model.
-
-        Raises ValueError naming the missing, unexpected and mis-shaped keys when the
-        checkpoint holds another model or class count.
-        """
-        from ..io import load_npz, model_arrays
-
-        arrays, meta = load_npz(path)
-        try:
-            self.load_state_dict(model_arrays(arrays))
-        except ValueError as exc:
-            held = meta.get("model", {})
-            what = f"{held.get('name', '?')} with n_class={held.get('n_class', '?')}" if held else "no config"
-            raise ValueError(f"checkpoint {path} ({what}) cannot be loaded into {self.name} with "
-                             f"n_class={self.n_class}: {exc}") from None
-        return self
-
+    # --- staged training ---------------------------------------------------------
     @classmethod
     def _staged(cls, source, expected):
         """A new ``cls`` with ``source``'s config, backend and dtype, and every parameter of the
@@ -191,10 +207,12 @@ class FCN(VGG16):
         return model
 
 
+@register_model
 class FCN32s(FCN):
     name = "fcn32s"
 
 
+@register_model
 class FCN16s(FCN):
     name = "fcn16s"
     SKIPS = (SkipSpec("upscore2", "score_pool4", "pool4"),)
@@ -206,6 +224,7 @@ class FCN16s(FCN):
         return cls._staged(model, FCN32s)
 
 
+@register_model
 class FCN8s(FCN):
     name = "fcn8s"
     SKIPS = (SkipSpec("upscore2", "score_pool4", "pool4"),
@@ -218,39 +237,8 @@ class FCN8s(FCN):
         return cls._staged(model, FCN16s)
 
 
+@register_model
 class FCN8sAtOnce(FCN8s):
     name = "fcn8s-atonce"
     SKIPS = (SkipSpec("upscore2", "score_pool4", "pool4", 0.01),
              SkipSpec("upscore_pool4", "score_pool3", "pool3", 0.0001))
-
-
-MODELS = {m.name: m for m in (FCN32s, FCN16s, FCN8s, FCN8sAtOnce)}
-
-
-def build(name, n_class=21, width=1.0, **kwargs) -> FCN:
-    """Build a model by name: "fcn32s", "fcn16s", "fcn8s" or "fcn8s-atonce"."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
-    return MODELS[name](n_class=n_class, width=width, **kwargs)
-
-
-def load_model(path, backend="numpy", dtype=None) -> FCN:
-    """Rebuild the model saved at ``path`` (its class from the stored config) on ``backend``.
-
-    ``dtype`` defaults to the dtype the parameters were saved in.
-    """
-    from ..io import load_npz, model_arrays
-
-    arrays, meta = load_npz(path)
-    config = meta.get("model")
-    if not isinstance(config, dict) or "name" not in config:
-        raise ValueError(f"{path} holds no model config (meta['model']): not a minifcn model checkpoint "
-                         f"(VGG16 ImageNet weights load with model.load_vgg16)")
-    params = model_arrays(arrays)
-    if dtype is None and params:
-        dtype = next(iter(params.values())).dtype
-    model = build(**config).to(backend, dtype)
-    try:
-        return model.load_state_dict(params)
-    except ValueError as exc:
-        raise ValueError(f"checkpoint {path} does not match its own config {config}: {exc}") from None
