@@ -230,10 +230,10 @@ print(f"output-size formula checked on {checked} (H, K, S, P) combinations")
 # 7. Frameworks add a parameter for the other choice: PyTorch's `output_padding` a
 # (0 <= a < S) gives OH = (H - 1) S + K - 2P + a, i.e. a extra rows and columns at the
 # bottom and right, taken from the uncropped scatter (P rows are cut at the top, only
-# P - a at the bottom). minifcn has no such argument: the exact gradient of a
-# convolution whose input had 8 pixels *is* that wider transposed convolution (view 1),
-# and the FCNs never need it, because they crop the upsampled map to the image size
-# (lesson 5).
+# P - a at the bottom). minifcn's `conv_transpose2d` takes the same `output_padding`.
+# View 1 says what it means: it is the exact gradient of the convolution whose input
+# had 8 pixels. The FCNs never need it, because they crop the upsampled map to the
+# image size (lesson 5).
 
 # %%
 for size in (7, 8):
@@ -243,7 +243,8 @@ x4 = rng.standard_normal((1, 1, 4, 4))
 w3 = rng.standard_normal((1, 1, 3, 3))
 y7, _ = F.conv_transpose2d(x4, w3, stride=2, padding=1)
 _, cache8 = F.conv2d(np.zeros((1, 1, 8, 8)), w3, stride=2, padding=1)
-y8, _, _ = F.conv2d_backward(x4, cache8)                     # "output_padding = 1"
+y8, _ = F.conv_transpose2d(x4, w3, stride=2, padding=1, output_padding=1)
+grad8, _, _ = F.conv2d_backward(x4, cache8)                  # the gradient of the 8-pixel conv
 full4 = np.zeros((1, 1, 9, 9))                               # uncropped scatter: (4 - 1) 2 + 3 = 9
 for i in range(4):
     for j in range(4):
@@ -252,6 +253,7 @@ print("transposed conv:", y7.shape[2:], " with output_padding 1:", y8.shape[2:])
 assert y7.shape[2:] == (7, 7) and y8.shape[2:] == (8, 8)
 assert np.allclose(y8[..., :7, :7], y7, rtol=1e-12, atol=1e-12)          # the same map ...
 assert np.allclose(y8, full4[..., 1:9, 1:9], rtol=1e-12, atol=1e-12)     # ... plus one more row/column
+assert np.allclose(y8, grad8, rtol=1e-12, atol=1e-12)
 
 # %% [markdown]
 # ## Transposed is not inverse
