@@ -40,7 +40,8 @@ The lattice is built once per image on the host with NumPy (finding each pixel's
 simplex and hashing the vertex keys with ``np.unique``); its index and weight tables
 are then copied to the array backend, and every mean-field round is gathers
 (``take``), a segment sum and element-wise array code on that backend, with no host
-synchronisation.
+synchronisation. With NumPy, groups of classes are filtered side by side on the CPU
+cores.
 
 Normalisation of the lattice. The reference C++ implementations normalise the filter
 (dividing by the filter of ones), which changes the model; here the lattice output is
@@ -51,10 +52,14 @@ together have exactly the second moment of exp(-|f|^2 / 2) (blur variance
 The [1 2 1] / 4 blur and the barycentric splat/slice preserve mass, so the lattice
 kernel integrates to the volume per lattice point, (d+1)^(d - 1/2) / s^d in feature
 units, while the Gaussian integrates to (2 pi)^(d/2). Multiplying the lattice output by
-their ratio, (4 pi / 3)^(d/2) sqrt(d + 1), makes the two agree in mass and width.
-The self term (k(i, i) = w) is then subtracted exactly. The remaining error comes from
-the [1 2 1] blur being only roughly Gaussian in shape and from mass blurred towards
-lattice points that no pixel touched, which a sparse lattice drops.
+their ratio, (4 pi / 3)^(d/2) sqrt(d + 1), makes the two agree in mass and width
+(other scales s do worse against the exact sum). Mass blurred through lattice points
+that no pixel touched is kept by "ghost" points (see :class:`PermutohedralLattice`),
+and j = i is left out by subtracting the lattice's own weight from a pixel to itself
+(0.68 to 1.42 by where the pixel sits in its simplex, against exp(0) = 1). What
+remains is the [1 2 1] blur being only roughly Gaussian in shape: on 40 x 48 test
+scenes the appearance sum is within 4 to 9 % (mean relative L1) of the exact one, and
+mean field agrees with the exact path on over 99.6 % of the pixels (tests/test_crf.py).
 """
 from __future__ import annotations
 
@@ -532,16 +537,30 @@ def _mean_field_exact(probs, image, iterations, w_appearance, theta_alpha, theta
     return xp.reshape(xp.permute_dims(Q, (1, 0)), (C, H, W))
 
 
+def _filter_by_classes(lattice, V):
+    """``lattice.filter_others(V)`` for V (C, N); with NumPy, groups of classes run side
+    by side on the CPU cores (``backend.parallel_for``), elsewhere one call."""
+    xp = bk.namespace(V)
+    C = V.shape[0]
+    groups = min(C, 2 * bk.threads_for(V))
+    if groups <= 1:
+        return lattice.filter_others(V)
+    bounds = [(C * g // groups, C * (g + 1) // groups) for g in range(groups)]
+    parts = bk.parallel_for(lambda c0, c1: lattice.filter_others(V[c0:c1, :]), bounds, V)
+    return xp.concat(parts, axis=0)
+
+
 def _mean_field_lattice(probs, image, iterations, w_appearance, theta_alpha, theta_beta, w_smooth, theta_gamma):
     """Equation (1) with the lattice appearance term and the separable smoothness term; (C, H, W)."""
     xp = bk.namespace(probs)
     C, H, W = probs.shape
     lattice = PermutohedralLattice(appearance_features(image, theta_alpha, theta_beta))
+    lattice.to(probs)                                                        # tables onto the device, once
     G_rows, G_cols = gaussian_matrix(H, theta_gamma, probs), gaussian_matrix(W, theta_gamma, probs)
     unary = _log_probs(probs)
     Q = probs
     for _ in range(iterations):
-        appearance = xp.reshape(lattice.filter_others(xp.reshape(Q, (C, H * W))), (C, H, W))
+        appearance = xp.reshape(_filter_by_classes(lattice, xp.reshape(Q, (C, H * W))), (C, H, W))
         smooth = smooth_separable(Q, G_rows, G_cols) - Q                      # drop j = i
         message = w_appearance * appearance + w_smooth * smooth
         Q = _softmax(unary + message, axis=0)

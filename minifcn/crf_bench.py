@@ -50,10 +50,11 @@ def _box_blur(x, r):
 
 
 def _timed(fn, sync):
-    t0 = time.perf_counter()
+    """(result, wall seconds, CPU seconds of this process, all threads)."""
+    t0, c0 = time.perf_counter(), time.process_time()
     out = fn()
     sync(out)
-    return out, time.perf_counter() - t0
+    return out, time.perf_counter() - t0, time.process_time() - c0
 
 
 def bench_crf(height=375, width=500, n_class=21, iterations=10, exact_size=64, backend="numpy",
@@ -62,7 +63,8 @@ def bench_crf(height=375, width=500, n_class=21, iterations=10, exact_size=64, b
 
     lattice: on a ``height`` x ``width`` scene with ``n_class`` classes,
     ``iterations`` rounds (``lattice_s``; ``lattice_build_s`` is the host-side lattice
-    construction alone, part of it). exact: on an ``exact_size`` square scene
+    construction alone, part of it; ``*_cpu_s`` the CPU time of this process over all
+    threads, which a busy machine inflates less than the wall time). exact: on an ``exact_size`` square scene
     (``exact_s``), with the lattice on the same image for comparison (argmax
     agreement and mean |dQ|; theta_alpha scaled to the small image as 121 * size / 500).
     """
@@ -73,25 +75,26 @@ def bench_crf(height=375, width=500, n_class=21, iterations=10, exact_size=64, b
     t0 = time.perf_counter()
     lattice = crf.PermutohedralLattice(crf.appearance_features(image, 121.0, 5.0))
     build_s = time.perf_counter() - t0
-    Q, lattice_s = _timed(lambda: crf.dense_crf(p, image, iterations=iterations), sync)
+    Q, lattice_s, lattice_cpu_s = _timed(lambda: crf.dense_crf(p, image, iterations=iterations), sync)
     Qn = bk.to_numpy(Q)
 
     small_image, small_probs, small_labels = synthetic_scene(exact_size, exact_size, n_class, seed=1)
     sp = b.asarray(small_probs, dtype=dtype)
     theta_alpha = 121.0 * exact_size / 500.0
-    Qe, exact_s = _timed(lambda: crf.dense_crf(sp, small_image, iterations, theta_alpha=theta_alpha,
+    Qe, exact_s, exact_cpu_s = _timed(lambda: crf.dense_crf(sp, small_image, iterations, theta_alpha=theta_alpha,
                                                method="exact"), sync)
-    Ql, small_lattice_s = _timed(lambda: crf.dense_crf(sp, small_image, iterations, theta_alpha=theta_alpha,
+    Ql, small_lattice_s, _ = _timed(lambda: crf.dense_crf(sp, small_image, iterations, theta_alpha=theta_alpha,
                                                        method="lattice"), sync)
     Qe, Ql = bk.to_numpy(Qe), bk.to_numpy(Ql)
     return {
         "backend": b.name, "dtype": dtype, "iterations": iterations,
         "lattice_size": [height, width], "n_class": n_class,
-        "lattice_s": lattice_s, "lattice_build_s": build_s,
+        "lattice_s": lattice_s, "lattice_cpu_s": lattice_cpu_s, "lattice_build_s": build_s,
         "lattice_points": lattice.n_lattice, "lattice_touched": lattice.n_touched,
         "lattice_pixel_accuracy_before": float(np.mean(probs.argmax(axis=0) == labels)),
         "lattice_pixel_accuracy_after": float(np.mean(Qn.argmax(axis=0) == labels)),
-        "exact_size": [exact_size, exact_size], "exact_s": exact_s, "exact_lattice_s": small_lattice_s,
+        "exact_size": [exact_size, exact_size], "exact_s": exact_s, "exact_cpu_s": exact_cpu_s,
+        "exact_lattice_s": small_lattice_s,
         "exact_vs_lattice_argmax_agreement": float(np.mean(Qe.argmax(axis=0) == Ql.argmax(axis=0))),
         "exact_vs_lattice_mean_abs_dq": float(np.mean(np.abs(Qe - Ql))),
     }

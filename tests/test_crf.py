@@ -100,6 +100,41 @@ def test_simplex_holds_the_point_with_barycentric_weights():
     np.testing.assert_allclose(B.sum(axis=0), 0.0, atol=1e-14)
 
 
+def test_self_response_matches_a_complete_lattice():
+    """The closed form for the splat-blur-slice weight between vertices of one simplex,
+    against the blur run on every lattice point of A*_5 in a box around the simplex."""
+    d, D, R = 5, 6, 18
+    points = []
+    for k in range(D):
+        values = np.arange(-R, R + 1)
+        values = values[(values - k) % D == 0]
+        grid = np.stack(np.meshgrid(*[values] * d, indexing="ij"), axis=-1).reshape(-1, d)
+        points.append(grid[np.abs(grid.sum(axis=1)) <= R])
+    points = np.concatenate(points)
+    table = crf._KeyTable(points, margin=D)
+    table.index(points)
+    M = points.shape[0]
+    steps = crf._lattice_steps(d)
+    look = lambda keys: np.append(table.lookup(keys, M), M)              # slot M: missing, stays 0
+    neighbours = [(look(points + steps[2 * j]), look(points + steps[2 * j + 1])) for j in range(D)]
+    rank = np.arange(D)[None, :]                                         # the canonical simplex
+    vertex = table.lookup(crf._simplex_vertices(np.zeros((1, D), dtype=np.int64), rank)[:, 0, :], M)
+    B = np.zeros((D, D))
+    for k2 in range(D):
+        L = np.zeros(M + 1)
+        L[vertex[k2]] = 1.0
+        for plus, minus in neighbours:
+            L = 0.5 * L + 0.25 * (L[plus] + L[minus])
+        B[:, k2] = L[vertex]
+    eye = np.eye(D)
+    for k in range(D):
+        for k2 in range(D):
+            b = (eye[k] + eye[k2])[:, None]
+            expected = B[k, k] + B[k2, k2] + 2 * B[k, k2] if k != k2 else 4 * B[k, k]
+            assert crf._full_lattice_self_response(b)[0] == pytest.approx(expected, rel=1e-12)
+    assert B[0, 0] == pytest.approx(2.0 ** -6 + 2 * 4.0 ** -6)
+
+
 def exact_gaussian_others(f, V):
     D = ((f[:, None, :] - f[None, :, :]) ** 2).sum(axis=2)
     K = np.exp(-0.5 * D)
