@@ -19,9 +19,25 @@ validation), ``checkpoint.npz`` (model, optimiser under ``optim/``, and the iter
 RNG states and settings in the metadata; written atomically every ``checkpoint_every``
 iterations and at the end), ``curves.png``. A run started again with ``resume=True``
 continues exactly where the checkpoint stopped (same parameters bit for bit as a run
-that was never interrupted). A non-finite loss stops the run with
-:class:`TrainingDiverged`, leaving the last good checkpoint in place; Ctrl-C finishes
-the current iteration, saves and stops.
+that was never interrupted); it may change only :data:`RESUMABLE` settings (a longer
+``iters``, a moved copy of ``data``, how often to validate, log and checkpoint).
+
+Nothing is lost:
+
+* a new run refuses a folder that already holds one (``resume=True`` continues it,
+  ``overwrite=True`` replaces it);
+* Ctrl-C or SIGTERM (``timeout``, job schedulers, container stops) finishes the current
+  iteration, saves and stops; a second one aborts at once;
+* any other error in the loop (an unreadable image, a bad val image, ...) saves the
+  state after the last completed iteration and is re-raised as :class:`TrainingError`,
+  one line saying what failed and where the state is;
+* a non-finite loss stops the run with :class:`TrainingDiverged`. A periodic
+  checkpoint is written only once the next iteration's loss with those very parameters
+  came out finite (and the parameters are finite), so the kept checkpoint is one a
+  resumed run can continue from; the message names its iteration.
+
+Temporaries a killed run left behind (``.checkpoint.npz.<pid>.<hex>.tmp``) are removed
+by the next run in that folder.
 """
 from __future__ import annotations
 
@@ -44,6 +60,35 @@ from .optim import SGD, Schedule
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
+
+
+class TrainingError(RuntimeError):
+    """An error stopped training; the message says what and where the last good state was saved
+    (the original exception is the ``__cause__``)."""
+
+
+class RunExists(FileExistsError):
+    """A new run was asked for in a folder that already holds one."""
+
+
+# settings a resumed run may change (the others define the run and must match the checkpoint)
+RESUMABLE = ("iters", "data", "val_every", "val_limit", "checkpoint_every", "log_every", "backend", "out")
+RUN_FILES = ("checkpoint.npz", "log.jsonl", "curves.png")
+MAX_CANVAS = 4096     # grid * crop, in pixels: a bigger canvas would not fit in memory anyway
+MAX_WIDTH = 2.0       # channel width multiplier (1.0 is the paper's VGG16)
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a :class:`TrainConfig` field (``val_every`` -> ``--val-every``)."""
+    return "--" + name.replace("_", "-")
+
+
+def model_names():
+    """The model names of the registry (read at run time, so new models appear by themselves)."""
+    from . import models
+
+    registry = getattr(models, "MODELS", None) or {}
+    return tuple(registry)
 
 
 @dataclasses.dataclass
@@ -77,16 +122,67 @@ class TrainConfig:
     init_from: str | None = None    # a minifcn checkpoint (e.g. FCN-32s for FCN-16s)
 
     def check(self):
-        if self.iters < 1 or self.iter_size < 1 or self.grid < 1 or self.crop < 1:
-            raise ValueError(f"iters, iter_size, grid and crop must be >= 1, got {self.iters}, "
-                             f"{self.iter_size}, {self.grid}, {self.crop}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr}")
-        if self.data != "builtin" and not os.path.isdir(self.data):
-            raise ValueError(f"data folder {self.data} does not exist (use a VOC folder or 'builtin')")
-        for path in (self.init, self.init_from):
+        """Raise ValueError naming the first bad setting (by its command-line flag) and what
+        was expected; cheap, so it runs before any work starts."""
+        def bad(name, expected):
+            raise ValueError(f"{flag(name)} {getattr(self, name)!r}: expected {expected}")
+
+        def number(name, lo=None, hi=None, lo_open=False, hi_open=False, integer=False, optional=False):
+            v = getattr(self, name)
+            if v is None and optional:
+                return
+            kind = (int,) if integer else (int, float)
+            what = "an integer" if integer else "a number"
+            lo_s = "" if lo is None else f"{'>' if lo_open else '>='} {lo}"
+            hi_s = "" if hi is None else f"{'<' if hi_open else '<='} {hi}"
+            expected = what + (" " + " and ".join(x for x in (lo_s, hi_s) if x) if lo_s or hi_s else "")
+            if isinstance(v, bool) or not isinstance(v, kind) or not math.isfinite(v):
+                bad(name, expected)
+            if lo is not None and (v < lo or lo_open and v == lo) or hi is not None and (v > hi or hi_open and v == hi):
+                bad(name, expected)
+
+        names = model_names()
+        if names and self.model not in names:
+            bad("model", "one of " + ", ".join(names))
+        number("width", 0, MAX_WIDTH, lo_open=True)
+        number("dropout", 0, 1, hi_open=True)
+        for name in ("iters", "iter_size", "grid", "crop", "checkpoint_every", "log_every"):
+            number(name, 1, integer=True)
+        number("warmup", 0, integer=True)
+        number("val_every", 0, integer=True)
+        number("val_limit", 1, integer=True, optional=True)
+        number("seed", 0, integer=True)
+        number("lr", 0, lo_open=True)
+        number("momentum", 0, 1, hi_open=True)
+        number("weight_decay", 0)
+        if self.grid * self.crop > MAX_CANVAS:
+            raise ValueError(f"--grid {self.grid} x --crop {self.crop} = {self.grid * self.crop} px canvas: "
+                             f"expected at most {MAX_CANVAS} px")
+        if self.policy not in ("poly", "constant"):
+            bad("policy", "'poly' or 'constant'")
+        if not isinstance(self.out, str) or not self.out.strip():
+            bad("out", "a folder name (not empty)")
+        if os.path.exists(self.out) and not os.path.isdir(self.out):
+            bad("out", "a folder, but it is an existing file")
+        if not isinstance(self.data, str) or not self.data:
+            bad("data", "a VOC folder or 'builtin'")
+        if self.data != "builtin":
+            from .data.voc import find_voc_root
+
+            try:
+                find_voc_root(self.data)
+            except FileNotFoundError as exc:
+                raise ValueError(f"--data: {exc}") from None
+        for name in ("init", "init_from"):
+            path = getattr(self, name)
             if path is not None and not os.path.isfile(path):
-                raise ValueError(f"initial weights {path} do not exist")
+                raise ValueError(f"{flag(name)} {path}: the file does not exist")
+        from .backend import get_backend as _get
+
+        try:
+            _get(self.backend)
+        except (RuntimeError, ValueError) as exc:
+            raise ValueError(f"--backend {self.backend}: {exc}") from None
 
 
 # ----------------------------------------------------------------------------
@@ -161,7 +257,8 @@ class Trainer:
     periodic validation (default: the val split of ``config.data``).
     """
 
-    def __init__(self, config: TrainConfig, resume=False, progress=True, val_data=None):
+    def __init__(self, config: TrainConfig, resume=False, progress=True, val_data=None, overwrite=False):
+        from .io import clean_stale
         from .models import build
 
         config.check()
@@ -169,6 +266,8 @@ class Trainer:
         self.out = Path(config.out)
         self.ckpt_path = self.out / "checkpoint.npz"
         self.log_path = self.out / "log.jsonl"
+        resuming = check_run_folder(config.out, resume, overwrite)
+        clean_stale(self.out)
         self.batches = Batches(config)
         self.backend = get_backend(config.backend)
         self.model = build(config.model, self.batches.n_class, config.width, dropout=config.dropout,
@@ -178,11 +277,19 @@ class Trainer:
         self.iteration = 0
         self.val_data = val_data
         self.history = []
-        if resume and self.ckpt_path.is_file():
+        self._pending = None      # (iteration, arrays, meta) waiting for the next loss to be finite
+        self._before_step = None  # RNG states at the start of the running step
+        self.saved_iteration = None
+        if resuming:
             self._load_checkpoint()
+            self._trim_log()
         else:
             if resume:
                 print(f"no checkpoint at {self.ckpt_path}; starting a new run", file=sys.stderr)
+            if overwrite or resume:  # nothing to continue: the old files describe lost work
+                for name in RUN_FILES:
+                    if (self.out / name).is_file():
+                        (self.out / name).unlink()
             self._initialise()
             self.weights = self.batches.class_weights() if config.class_weights else None
         self._weights_dev = (self.backend.asarray(self.weights, dtype="float32")
@@ -193,9 +300,13 @@ class Trainer:
         c = self.config
         if c.init:
             self.model.load_vgg16(c.init)
+        copied = set()
         if c.init_from:
-            copy_matching(self.model, c.init_from)
-        if not (c.init or c.init_from):
+            copied = set(copy_matching(self.model, c.init_from, names=True))
+            fresh = [n for n, _ in self.model.named_parameters() if n not in copied]
+            print(f"--init-from {c.init_from}: copied {len(copied)} of {len(copied) + len(fresh)} parameters"
+                  + (f"; fresh: {', '.join(fresh)}" if fresh else ""), file=sys.stderr)
+        if not c.init and "conv1_1.weight" not in copied:
             self._scale_first_layer()
 
     def _scale_first_layer(self, n=8):
@@ -217,34 +328,75 @@ class Trainer:
                           "batches": self.batches.state(), "dropout_rng": self.model.rng.state(),
                           "class_weights": None if self.weights is None else list(map(float, self.weights))}}
 
-    def save_checkpoint(self):
-        from .io import save_npz
+    def _state(self):
+        """Host copies of everything a checkpoint holds: ``(arrays, meta)``."""
+        from .backend import to_numpy
 
+        arrays = {k: np.array(to_numpy(v)) for k, v in self.model.state_dict().items()}
+        arrays.update({f"optim/{k}": np.array(to_numpy(v)) for k, v in self.optimizer.state_dict().items()})
+        return arrays, self._meta()
+
+    def save_checkpoint(self, state=None):
+        """Write the current state (or ``state``, an ``(iteration, arrays, meta)`` snapshot) to
+        ``checkpoint.npz``, atomically; refuses (ValueError) parameters that are not finite."""
+        from .io import check_finite, save_npz
+
+        iteration, arrays, meta = state if state is not None else (self.iteration, *self._state())
+        check_finite(arrays, f"iteration {iteration}")
         self.out.mkdir(parents=True, exist_ok=True)
-        arrays = dict(self.model.state_dict())
-        arrays.update({f"optim/{k}": v for k, v in self.optimizer.state_dict().items()})
-        save_npz(self.ckpt_path, arrays, self._meta())
+        save_npz(self.ckpt_path, arrays, meta)
+        self.saved_iteration = iteration
 
     def _load_checkpoint(self):
-        from .io import load_npz, model_arrays, section
+        from .io import load_npz, meta_field, model_arrays, section
 
-        arrays, meta = load_npz(self.ckpt_path)
-        held = meta.get("train", {}).get("config", {})
-        mine = dataclasses.asdict(self.config)
-        changed = [k for k in ("data", "model", "width", "grid", "crop", "seed", "dropout")
-                   if k in held and held[k] != mine[k]]
-        if changed:
-            raise ValueError(f"cannot resume {self.ckpt_path}: it was trained with "
-                             + ", ".join(f"{k}={held[k]!r}" for k in changed)
-                             + " but this run asks for " + ", ".join(f"{k}={mine[k]!r}" for k in changed))
-        self.model.load_state_dict(model_arrays(arrays))
-        self.optimizer.load_state_dict(section(arrays, "optim"))
+        path = self.ckpt_path
+        arrays, meta = load_npz(path)
+        if not isinstance(meta.get("train"), dict):
+            raise ValueError(f"{path} holds a model but no training state, so it cannot be resumed; "
+                             f"start a new run from it with --init-from {path} and another --out")
         state = meta["train"]
-        self.iteration = int(state["iteration"])
-        self.batches.set_state(state["batches"])
-        self.model.rng.set_state(state["dropout_rng"])
-        w = state["class_weights"]
+        held = meta_field(state, "config", dict, path, "training state")
+        check_resume(held, self.config, path)
+        names = meta.get("class_names")
+        if isinstance(names, list) and names != list(self.batches.class_names):
+            raise ValueError(f"--data {self.config.data} has classes {self.batches.class_names} but {path} "
+                             f"was trained on {names}")
+        try:
+            self.model.load_state_dict(model_arrays(arrays))
+            self.optimizer.load_state_dict(section(arrays, "optim"))
+            self.iteration = int(meta_field(state, "iteration", int, path, "training state"))
+            self.batches.set_state(meta_field(state, "batches", dict, path, "training state"))
+            self.model.rng.set_state(state["dropout_rng"])
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{path} has a damaged training state ({type(exc).__name__}: {exc})") from None
+        w = state.get("class_weights")
+        if w is not None and not (isinstance(w, list) and len(w) == self.batches.n_class
+                                  and all(isinstance(v, (int, float)) for v in w)):
+            raise ValueError(f"{path}: training state entry 'class_weights' should be a list of "
+                             f"{self.batches.n_class} numbers or null")
         self.weights = None if w is None else np.asarray(w, np.float64)
+        self.saved_iteration = self.iteration
+        if self.config.iters < self.iteration:
+            raise ValueError(f"--iters {self.config.iters} is below the {self.iteration} iterations {path} "
+                             f"already holds; give a larger --iters (or --seconds) to extend the run")
+
+    def _trim_log(self):
+        """Drop log rows past the checkpoint's iteration (they were done again after a kill)."""
+        if not self.log_path.is_file():
+            return
+        from .io import atomic_path
+
+        keep = []
+        for line in self.log_path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a half-written last line of a killed run
+            if isinstance(row, dict) and isinstance(row.get("iteration"), int) and row["iteration"] <= self.iteration:
+                keep.append(line)
+        with atomic_path(self.log_path) as tmp:
+            tmp.write_text("".join(k + "\n" for k in keep))
 
     def _log(self, row):
         self.history.append(row)
@@ -256,8 +408,9 @@ class Trainer:
         """One SGD iteration (``iter_size`` forward/backward passes); returns the mean loss."""
         c, b = self.config, self.backend
         self.model.train()
+        self._before_step = (self.batches.state(), self.model.rng.state())
         total = 0.0
-        for _ in range(c.iter_size):
+        for k in range(c.iter_size):
             image, label = next(self.batches)
             from .data import preprocess
 
@@ -267,13 +420,25 @@ class Trainer:
             loss, cache = F.softmax_cross_entropy(scores, labels, normalize=c.normalize, weight=self._weights_dev)
             value = float(loss)  # the one host read per pass
             if not math.isfinite(value):
+                self._pending = None  # its parameters gave this loss: not a good state
                 raise TrainingDiverged(f"loss became {value} at iteration {self.iteration + 1}")
+            if k == 0 and self._pending is not None:  # those parameters give a finite loss: keep them
+                pending, self._pending = self._pending, None
+                self._save_if_finite(pending)
             self.model.backward(F.softmax_cross_entropy_backward(cache, 1.0 / c.iter_size), need_dx=False)
             total += value
+        self._before_step = "updating"
         self.optimizer.step(self.schedule(self.iteration))
         self.optimizer.zero_grad()
         self.iteration += 1
+        self._before_step = None
         return total / c.iter_size
+
+    def _save_if_finite(self, state):
+        try:
+            self.save_checkpoint(state)
+        except ValueError:  # non-finite parameters: keep the previous checkpoint
+            pass
 
     def validate(self):
         from .evaluate import METRICS, evaluate, open_split
@@ -292,8 +457,9 @@ class Trainer:
         stop = _StopFlag()
         bar = None
         if self.progress:
-            from tqdm import tqdm
-            bar = tqdm(total=c.iters, initial=self.iteration, desc=f"train {c.model}", unit="it", dynamic_ncols=True)
+            from .io import progress
+            bar = progress(total=c.iters, initial=self.iteration, desc=f"train {c.model}", unit="it",
+                           dynamic_ncols=True)
         result, losses = None, []
         with stop:
             try:
@@ -307,25 +473,58 @@ class Trainer:
                         self._log({"iteration": self.iteration, "loss": float(np.mean(losses)), "lr": lr,
                                    "time": time.time()})
                         losses = []
-                    if self.iteration % c.checkpoint_every == 0:
-                        self.save_checkpoint()
+                    if self.iteration % c.checkpoint_every == 0 and self.iteration < c.iters:
+                        # written once the next loss shows these parameters are good
+                        self._pending = (self.iteration, *self._state())
                     if c.val_every and self.iteration % c.val_every == 0 and self.iteration < c.iters:
                         result = self.validate()
             except TrainingDiverged as exc:
-                where = (f"the last good checkpoint {self.ckpt_path} is kept" if self.ckpt_path.is_file()
-                         else "no checkpoint was written yet")
+                where = (f"{self.ckpt_path} holds iteration {self.saved_iteration}, the last with a finite loss "
+                         f"and finite parameters" if self.saved_iteration is not None
+                         else "no checkpoint with a finite loss was written")
                 raise TrainingDiverged(f"{exc}; training stopped ({where}). Try a smaller --lr.") from None
+            except Exception as exc:
+                raise self._failed(exc) from exc
             finally:
                 if bar is not None:
                     bar.close()
-            self.save_checkpoint()
+            try:
+                self.save_checkpoint()
+            except ValueError as exc:  # the last update made the parameters non-finite
+                raise TrainingDiverged(f"{exc}; {self.ckpt_path} holds iteration {self.saved_iteration}") from None
         if stop.requested:
-            raise KeyboardInterrupt(f"interrupted at iteration {self.iteration}; saved {self.ckpt_path} "
+            raise KeyboardInterrupt(f"{stop.what} at iteration {self.iteration}; saved {self.ckpt_path} "
                                     f"(continue with --resume)")
         if c.val_every:
-            result = self.validate()
+            try:
+                result = self.validate()
+            except Exception as exc:
+                raise TrainingError(f"final validation failed: {_one_line(exc)}; the trained model is saved "
+                                    f"in {self.ckpt_path} (iteration {self.iteration})") from exc
         self.plot()
         return result
+
+    def _failed(self, exc):
+        """Save the state after the last completed iteration; the one-line TrainingError to raise."""
+        where = f"at iteration {self.iteration + 1}" if self._before_step is not None else \
+            f"after iteration {self.iteration}"
+        self._pending = None
+        if self._before_step == "updating":
+            saved = (f"the parameters were being updated, so {self.ckpt_path} keeps iteration {self.saved_iteration}"
+                     if self.saved_iteration is not None else "nothing was saved")
+        else:
+            if self._before_step is not None:  # undo the half-drawn batch: resuming redraws it
+                batches, dropout = self._before_step
+                self.batches.set_state(batches)
+                self.model.rng.set_state(dropout)
+                self._before_step = None
+            self.optimizer.zero_grad()
+            try:
+                self.save_checkpoint()
+                saved = f"saved iteration {self.iteration} to {self.ckpt_path} (continue with --resume)"
+            except Exception as save_exc:  # noqa: BLE001 - report both
+                saved = f"saving failed too ({_one_line(save_exc)})"
+        return TrainingError(f"{_one_line(exc)} ({where}); {saved}")
 
     def plot(self):
         from .viz import plot_curves
@@ -335,38 +534,77 @@ class Trainer:
             plot_curves(rows, self.out / "curves.png")
 
 
+def _one_line(exc) -> str:
+    text = " ".join(str(exc).split())
+    return text if isinstance(exc, (ValueError, OSError, TrainingError)) and text else \
+        f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 class _StopFlag:
-    """While active, the first Ctrl-C only sets ``requested`` (the loop then saves and
-    stops at the end of the iteration); a second Ctrl-C interrupts at once."""
+    """While active, the first Ctrl-C or SIGTERM only sets ``requested`` (the loop then
+    saves and stops at the end of the iteration); a second one interrupts at once."""
 
     requested = False
+    what = "interrupted"
+    SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM") if hasattr(signal, n))
 
     def __enter__(self):
-        self._old = None
-        try:
-            self._old = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave Ctrl-C alone
-            pass
+        self._old = {}
+        for sig in self.SIGNALS:
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave the signals alone
+                pass
         return self
 
     def _handle(self, signum, frame):
         if self.requested:
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt(f"{signal.Signals(signum).name} again: aborted without saving the "
+                                    f"current iteration")
         self.requested = True
-        print("\ninterrupt: finishing this iteration and saving a checkpoint (Ctrl-C again to abort)",
-              file=sys.stderr)
+        name = signal.Signals(signum).name
+        self.what = "interrupted" if name == "SIGINT" else f"stopped by {name}"
+        print(f"\n{name}: finishing this iteration and saving a checkpoint (again to abort)", file=sys.stderr)
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
         return False
 
 
-def copy_matching(model, path):
-    """Copy every parameter of ``path`` (a minifcn checkpoint) whose name and shape match
-    ``model``'s (e.g. an FCN-32s into an FCN-16s: all but the new skip scores).
+def check_run_folder(out, resume=False, overwrite=False) -> bool:
+    """Whether ``out`` holds a checkpoint to resume. Raises :class:`RunExists` when a new
+    run (neither ``resume`` nor ``overwrite``) would replace a run already there."""
+    out = Path(out)
+    held = [n for n in RUN_FILES[:2] if (out / n).is_file()]
+    if resume:
+        return (out / "checkpoint.npz").is_file()
+    if held and not overwrite:
+        raise RunExists(f"--out {out} already holds a run ({', '.join(held)}); continue it with --resume, "
+                        f"choose a new --out, or pass --overwrite to replace it")
+    return False
 
-    Raises ValueError when the checkpoint scores another number of classes or nothing matches.
+
+def check_resume(held: dict, config: TrainConfig, path) -> None:
+    """Raise ValueError naming every setting of ``config`` that differs from the checkpoint's
+    (``held``) and may not change on resume (see :data:`RESUMABLE`)."""
+    mine = dataclasses.asdict(config)
+    changed = [k for k in mine if k not in RESUMABLE and k in held and held[k] != mine[k]]
+    if changed:
+        raise ValueError("cannot change " + ", ".join(f"{flag(k)} (the run has {held[k]!r}, asked {mine[k]!r})"
+                                                     for k in changed)
+                         + f" when resuming {path}; with --resume only "
+                         + ", ".join(flag(k) for k in RESUMABLE if k != "out") + ", --seconds may change")
+
+
+def copy_matching(model, path, names=False):
+    """Copy every parameter of ``path`` (a minifcn checkpoint) whose name matches one of
+    ``model``'s (e.g. an FCN-32s into an FCN-16s: all but the new skip scores and the
+    final upsampling, whose kernel size differs by design); returns how many (or, with
+    ``names``, their names).
+
+    Raises ValueError when the checkpoint scores another number of classes, was built at
+    another width (a shared trunk parameter of another shape), or nothing matches.
     """
     from .backend import backend_of
     from .io import load_npz, model_arrays
@@ -377,29 +615,41 @@ def copy_matching(model, path):
     if score is not None and score.shape[0] != model.n_class:
         raise ValueError(f"checkpoint {path} scores {score.shape[0]} classes but the model has "
                          f"{model.n_class}; it cannot initialise this model")
-    copied = 0
-    for name, p in model.named_parameters():
+    params = dict(model.named_parameters())
+    other = [n for n in params if n in held and tuple(held[n].shape) != params[n].shape
+             and not n.startswith("upscore")]  # upsampling kernels differ between 32s/16s/8s by design
+    if other:
+        width = (meta.get("model") or {}).get("width") if isinstance(meta.get("model"), dict) else None
+        raise ValueError(f"checkpoint {path}" + (f" (width {width})" if width is not None else "")
+                         + f" does not fit {model.name} at width {model.width}: {len(other)} of its parameters "
+                         f"have other shapes (e.g. {other[0]} {tuple(held[other[0]].shape)}, the model's is "
+                         f"{params[other[0]].shape}); use the checkpoint's --width")
+    copied = []
+    for name, p in params.items():
         if name in held and tuple(held[name].shape) == p.shape:
             b = backend_of(p.data)
             p.data = b.xp.astype(b.asarray(held[name]), p.data.dtype)
-            copied += 1
-    if copied == 0:
+            copied.append(name)
+    if not copied:
         raise ValueError(f"checkpoint {path} shares no parameter of matching name and shape with "
                          f"{model.name} at width {model.width}")
-    return copied
+    return copied if names else len(copied)
 
 
 def iterations_for(seconds, config: TrainConfig, trials=3):
     """How many iterations of ``config`` fit in ``seconds`` on this machine (timed on a
     throwaway model after one warm-up step)."""
-    probe = dataclasses.replace(config, out=os.devnull, iters=10 ** 9, class_weights=False, init=None,
-                                init_from=None)
-    t = Trainer(probe, progress=False)
-    t.step()
-    start = time.perf_counter()
-    for _ in range(trials):
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="minifcn-timing-") as tmp:
+        probe = dataclasses.replace(config, out=tmp, iters=10 ** 9, class_weights=False, init=None,
+                                    init_from=None)
+        t = Trainer(probe, progress=False)
         t.step()
-    per_iter = (time.perf_counter() - start) / trials
+        start = time.perf_counter()
+        for _ in range(trials):
+            t.step()
+        per_iter = (time.perf_counter() - start) / trials
     return max(1, int(seconds / per_iter)), per_iter
 
 
@@ -413,72 +663,118 @@ def train(config: TrainConfig, resume=False, progress=True, val_data=None):
 # ``minifcn train``
 # ----------------------------------------------------------------------------
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags; those that set a :class:`TrainConfig` field have no argparse default, so
+    ``main`` knows which ones were given (a resumed run applies or refuses exactly those)."""
     d = TrainConfig()
-    p.add_argument("--data", default=d.data, help="VOC folder, or 'builtin' (default; fresh images every step)")
-    p.add_argument("--model", default=d.model, choices=("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce"))
-    p.add_argument("--width", type=float, default=d.width, help="channel width multiplier (default %(default)s)")
-    p.add_argument("--init", default=None, help="ImageNet VGG16 weights (.npz, see `minifcn convert`)")
-    p.add_argument("--init-from", default=None, help="a minifcn checkpoint to start from (staged 32s -> 16s -> 8s)")
-    p.add_argument("--iters", type=int, default=d.iters)
+    S = argparse.SUPPRESS
+
+    def opt(name, help_="", **kw):
+        default = getattr(d, name.lstrip("-").replace("-", "_"))
+        p.add_argument(name, default=S, help=f"{help_} (default {default})".strip(), **kw)
+
+    opt("--data", "VOC folder, or 'builtin' (fresh images every step)")
+    names = model_names()
+    opt("--model", "one of " + ", ".join(names) if names else "model name", metavar="NAME")
+    opt("--width", "channel width multiplier", type=float)
+    p.add_argument("--init", default=S, help="ImageNet VGG16 weights (.npz, see `minifcn convert`)")
+    p.add_argument("--init-from", default=S, help="a minifcn checkpoint to start from (staged 32s -> 16s -> 8s)")
+    opt("--iters", "iterations to train in all (with --resume: the new total)", type=int)
     p.add_argument("--seconds", type=float, default=None,
-                   help="train for about this long instead of --iters (iterations are timed first)")
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--momentum", type=float, default=d.momentum)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--policy", default=d.policy, choices=("poly", "constant"))
-    p.add_argument("--warmup", type=int, default=d.warmup, help="linear warm-up iterations")
-    p.add_argument("--iter-size", type=int, default=d.iter_size, help="gradient accumulation passes per step")
-    p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=d.normalize,
-                   help="average the loss over pixels (default) or sum it (Caffe; needs a tiny lr, e.g. "
-                        "1e-10 at full width with momentum 0.99)")
-    p.add_argument("--class-weights", action=argparse.BooleanOptionalAction, default=d.class_weights,
-                   help="weight the loss by class frequency ** -0.5")
-    p.add_argument("--dropout", type=float, default=d.dropout)
-    p.add_argument("--learn-upsampling", action="store_true")
-    p.add_argument("--grid", type=int, default=d.grid, help="GRID x GRID random crops per canvas")
-    p.add_argument("--crop", type=int, default=d.crop, help="crop size in pixels")
-    p.add_argument("--val-every", type=int, default=d.val_every, help="validate every N iterations (0: never)")
-    p.add_argument("--val-limit", type=int, default=None, help="validate on a subset of this many images")
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--out", default=d.out, help="run folder (log, checkpoint, curves)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
-    p.add_argument("--backend", default=d.backend, choices=("numpy", "cupy"))
+                   help="train for about this long instead of --iters (iterations are timed first; with "
+                        "--resume: this much longer)")
+    opt("--lr", "base learning rate", type=float)
+    opt("--momentum", type=float)
+    opt("--weight-decay", type=float)
+    opt("--policy", "lr policy", choices=("poly", "constant"))
+    opt("--warmup", "linear warm-up iterations", type=int)
+    opt("--iter-size", "gradient accumulation passes per step", type=int)
+    opt("--normalize", "average the loss over pixels or sum it (Caffe; needs a tiny lr, e.g. 1e-10 at full "
+                       "width with momentum 0.99)", action=argparse.BooleanOptionalAction)
+    opt("--class-weights", "weight the loss by class frequency ** -0.5", action=argparse.BooleanOptionalAction)
+    opt("--dropout", "dropout probability in [0, 1)", type=float)
+    p.add_argument("--learn-upsampling", action="store_true", default=S)
+    opt("--grid", "GRID x GRID random crops per canvas", type=int)
+    opt("--crop", "crop size in pixels", type=int)
+    opt("--val-every", "validate every N iterations and at the end (0: never)", type=int)
+    p.add_argument("--val-limit", type=int, default=S, help="validate on a subset of this many images")
+    opt("--checkpoint-every", "write a checkpoint every N iterations", type=int)
+    opt("--log-every", "log the mean loss every N iterations", type=int)
+    opt("--seed", type=int)
+    opt("--out", "run folder (log, checkpoint, curves)")
+    p.add_argument("--resume", action="store_true", help="continue the run in OUT (OUT/checkpoint.npz)")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in OUT")
+    opt("--backend", choices=("numpy", "cupy"))
+
+
+def given_fields(args) -> dict:
+    """The :class:`TrainConfig` fields given on the command line."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    return {k: v for k, v in vars(args).items() if k in fields}
 
 
 def config_from_args(args) -> TrainConfig:
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    return TrainConfig(**given_fields(args))
 
 
-def stored_config(config: TrainConfig) -> TrainConfig:
-    """The settings saved in ``config.out``'s checkpoint (keeping ``out`` and ``backend``), so that a
-    resumed run continues with exactly the settings it started with; ``config`` if there is none."""
-    from .io import load_npz
+def stored_config(config: TrainConfig, given=None) -> TrainConfig:
+    """The settings saved in ``config.out``'s checkpoint, with the :data:`RESUMABLE` ones of
+    ``given`` (default: all of ``config``'s resumable fields) applied; ``config`` if there
+    is no checkpoint. Raises ValueError naming a given flag that may not change."""
+    from .io import load_npz, meta_field
 
     path = os.path.join(config.out, "checkpoint.npz")
     if not os.path.isfile(path):
         return config
-    held = load_npz(path)[1].get("train", {}).get("config", {})
+    meta = load_npz(path)[1]
+    if not isinstance(meta.get("train"), dict):
+        raise ValueError(f"{path} holds a model but no training state, so it cannot be resumed; "
+                         f"start a new run from it with --init-from {path} and another --out")
+    held = meta_field(meta["train"], "config", dict, path, "training state")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{**{k: v for k, v in held.items() if k in fields}, "out": config.out,
-                          "backend": config.backend})
+    given = {k: getattr(config, k) for k in RESUMABLE} if given is None else given
+    check_resume(held, dataclasses.replace(TrainConfig(**{k: v for k, v in held.items() if k in fields}),
+                                           **given), path)
+    merged = {**{k: v for k, v in held.items() if k in fields},
+              **{k: v for k, v in given.items() if k in RESUMABLE}, "out": config.out}
+    try:
+        return TrainConfig(**merged)
+    except TypeError as exc:
+        raise ValueError(f"{path} has a damaged training config: {exc}") from None
 
 
 def main(args) -> int:
     from .evaluate import format_metrics
 
-    try:
-        config = config_from_args(args)
-        if args.resume:
-            config = stored_config(config)
-        if args.seconds is not None and not (args.resume and os.path.isfile(os.path.join(config.out, "checkpoint.npz"))):
-            config.iters, per_iter = iterations_for(args.seconds, config)
-            print(f"{per_iter:.3f} s per iteration: training {config.iters} iterations")
-        trainer = Trainer(config, resume=args.resume)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"minifcn train: error: {exc}", file=sys.stderr)
-        return 2
+    given = given_fields(args)
+    if args.seconds is not None:
+        if "iters" in given:
+            raise ValueError("give --iters or --seconds, not both")
+        if not (math.isfinite(args.seconds) and args.seconds > 0):
+            raise ValueError(f"--seconds {args.seconds}: expected a positive number of seconds")
+    if args.resume and args.overwrite:
+        raise ValueError("give --resume or --overwrite, not both")
+    config = config_from_args(args)
+    config.check()
+    resuming = check_run_folder(config.out, args.resume, args.overwrite)
+    done = 0
+    if resuming:
+        config = stored_config(config, given)
+        config.check()
+        from .io import load_npz
+
+        done = int(load_npz(os.path.join(config.out, "checkpoint.npz"))[1]["train"].get("iteration", 0))
+    if args.seconds is not None:
+        n, per_iter = iterations_for(args.seconds, config)
+        config.iters = done + n
+        print(f"{per_iter:.3f} s per iteration: training {n} iterations" + (f" (to {config.iters})" if done else ""))
+    if resuming and config.iters < done:
+        raise ValueError(f"--iters {config.iters} is below the {done} iterations {config.out} already holds; "
+                         f"give a larger --iters (or --seconds) to extend the run")
+    if resuming and done >= config.iters:
+        print(f"{config.out} already holds all {done} iterations; nothing to train (extend it with --iters N "
+              f"above {done}, or --seconds S)")
+        return 0
+    trainer = Trainer(config, resume=args.resume, overwrite=args.overwrite)
     try:
         result = trainer.run()
     except TrainingDiverged as exc:

@@ -78,7 +78,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
         return step()
 
     monkeypatch.setattr(trainer, "step", poisoned_step)
-    with pytest.raises(TrainingDiverged, match=r"loss became nan at iteration 4.*last good checkpoint"):
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at iteration 4.*holds iteration 2, the last with a finite loss"):
         trainer.run()
     arrays, meta = load_npz(tmp_path / "run" / "checkpoint.npz")
     assert meta["train"]["iteration"] == 2
@@ -119,9 +119,11 @@ def test_train_command_errors_and_run(tmp_path, capsys):
             "--warmup", "1", "--out", str(tmp_path / "cli")]
     assert cli(args) == 0
     assert load_npz(tmp_path / "cli" / "checkpoint.npz")[1]["train"]["iteration"] == 3
-    assert cli(args[:-4] + ["--iters", "5", "--val-every", "0", "--out", str(tmp_path / "cli"), "--resume"]) == 0
-    # a resumed run keeps the settings it started with (3 iterations), so nothing more is done
-    assert load_npz(tmp_path / "cli" / "checkpoint.npz")[1]["train"]["iteration"] == 3
+    assert cli(["train", "--iters", "5", "--out", str(tmp_path / "cli"), "--resume"]) == 0
+    # a resumed run keeps the settings it started with but --iters extends it
+    arrays, meta = load_npz(tmp_path / "cli" / "checkpoint.npz")
+    assert meta["train"]["iteration"] == 5
+    assert meta["train"]["config"]["width"] == 0.0625 and meta["train"]["config"]["crop"] == 32
 
 
 def test_trainer_and_resume_on_every_backend(backend, tmp_path):
