@@ -49,7 +49,8 @@ LR, MOMENTUM, WEIGHT_DECAY = 1e-4, 0.9, 5e-4
 
 
 def add_arguments(parser):
-    parser.add_argument("--model", default="fcn8s", help="fcn32s, fcn16s, fcn8s or fcn8s-atonce (default fcn8s)")
+    parser.add_argument("--model", default="fcn8s", help="a name build() knows, e.g. fcn32s, fcn16s, fcn8s or fcn8s-atonce "
+                        "(default fcn8s)")
     parser.add_argument("--width", type=float, default=0.25, help="channel width multiplier (default 0.25)")
     parser.add_argument("--size", type=int, default=256, help="input height and width (default 256)")
     parser.add_argument("--batch", type=int, default=1, help="images per step (default 1)")
@@ -240,44 +241,10 @@ def tracemalloc_peak_added(fn):
 # PyTorch twin (optional; --compare torch)
 # ----------------------------------------------------------------------------
 def torch_twin(model):
-    """A PyTorch module computing the same function as the minifcn FCN ``model``, with
-    its weights copied; every layer builds its own twin (``layer.torch_module()``)."""
-    import torch
-    from torch import nn
-
-    class Twin(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.ops = []
-            for name, layer in model.trunk:
-                self.ops.append((name, self._module(name, layer)))
-            self.score_fr = self._module("score_fr", model.score_fr)
-            self.skips = [(s.spec, self._module(s.spec.up, getattr(model, s.spec.up)),
-                           self._module(s.spec.score, getattr(model, s.spec.score)), s.crop.offset)
-                          for s in model.skips]
-            self.final = self._module(model.FINAL[0], model.upscore_final)
-            self.final_offset = model.crop_final.offset
-
-        def _module(self, name, layer):
-            m = layer.torch_module()        # the layer builds its own twin, weights copied
-            setattr(self, name, m)          # registered: named like minifcn's, reached by train()/eval()
-            return m
-
-        def forward(self, x):
-            h, taps = x, {}
-            for name, op in self.ops:
-                h = op(h)
-                taps[name] = h
-            h = self.score_fr(h)
-            for spec, up, score, (oy, ox) in self.skips:
-                h = up(h)
-                s = score(taps[spec.tap] * spec.scale if spec.scale != 1.0 else taps[spec.tap])
-                h = h + s[:, :, oy:oy + h.shape[2], ox:ox + h.shape[3]]
-            h = self.final(h)
-            oy, ox = self.final_offset
-            return h[:, :, oy:oy + x.shape[2], ox:ox + x.shape[3]]
-
-    return Twin().train()
+    """A PyTorch module computing the same function as the minifcn ``model``, with its
+    weights copied, in training mode: the model builds it (``model.torch_module()``, as
+    every layer builds its own), so a model without one gets a TypeError naming it."""
+    return model.torch_module().train()
 
 
 class TorchStep:
@@ -367,7 +334,8 @@ def run(model_name="fcn8s", width=0.25, size=256, batch=1, n_class=21, backend="
     shapes = {}
     with layer_timers(model, x, {}, shapes):        # one pass to learn the layer shapes
         runners["minifcn"]()
-    flops = step_flops(shapes, first_layer=model.trunk[0][1])
+    first = next(iter(shapes.values()))[0]          # the first layer to run sees the image
+    flops = step_flops(shapes, first_layer=first)
     result["gflop_per_step"] = flops / 1e9
     for name in runners:
         result[name]["gflops"] = flops / 1e9 / result[name]["step_s"]

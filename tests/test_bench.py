@@ -114,3 +114,18 @@ def test_bench_asks_each_layer_for_its_category_and_flops():
     conv_flops = 2 * (4 * 5 * 2 * 1 * 9) * 2                  # forward + weight gradient, first layer
     assert bench.step_flops(shapes, first_layer=net.conv) == conv_flops + 11
     assert bench.ordered_categories({"mystery", "loss", "conv3x3"}) == ["conv3x3", "loss", "mystery"]
+
+
+def test_torch_twin_is_built_by_the_model():
+    pytest.importorskip("torch")
+    from minifcn.layers import Layer
+
+    class NoTwin(Layer):
+        pass
+
+    with pytest.raises(TypeError, match="no PyTorch twin for layer NoTwin"):
+        bench.torch_twin(NoTwin())
+    twin = bench.torch_twin(build("fcn8s", n_class=3, width=0.0625))
+    names = [n for n, _ in twin.named_parameters()]
+    assert names[:2] == ["conv1_1.weight", "conv1_1.bias"] and names[-1] == "upscore8.weight"
+    assert twin.training and not twin.upscore8.weight.requires_grad and twin.fc6.weight.requires_grad

@@ -413,3 +413,17 @@ def test_new_models_register_by_name(tmp_path):
             register_model(type("Nameless", (Model,), {}))
     finally:
         MODELS.pop("test-oneconv", None)
+
+
+def test_same_seed_gives_the_initial_weights_of_before_the_trunk_table():
+    """The table-built trunk draws its initial weights in the order the hand-written one did
+    (conv1_1 ... conv5_3, fc6, fc7 from one generator), so runs and demos reproduce: first and
+    last entries recorded from the earlier code (fcn8s, n_class 3, width 1/32, seed 0)."""
+    recorded = {"conv1_1.weight": [0.03421943262219429, 0.17866984009742737],
+                "conv5_3.weight": [0.09920437633991241, -0.0807994082570076],
+                "fc6.weight": [0.0033800997771322727, -0.02665136754512787],
+                "fc7.weight": [0.17472943663597107, 0.049988675862550735]}
+    state = build("fcn8s", n_class=3, width=TINY, seed=0).state_dict()
+    for name, (first, last) in recorded.items():
+        w = np.reshape(state[name], -1)
+        assert [float(w[0]), float(w[-1])] == [first, last], name

@@ -211,3 +211,19 @@ def test_load_vgg16_convs_only(tmp_path):
     t.load_vgg16(tmp_path / "vgg16.npz", fc=False)
     assert np.array_equal(t.conv5_3.weight.data, arrays["features.28.weight"])
     assert np.array_equal(t.fc6.weight.data, fc6)
+
+
+@pytest.mark.parametrize("table", ["DEEPLAB_LARGEFOV", "DILATION_FRONTEND"])
+def test_dilated_trunks_gradcheck(backend, table):
+    """The table-built trunk's backward (dilated convs, stride-1 pools, no pool4/5) is the
+    derivative of its forward, float64, input and every parameter, on every backend."""
+    from minifcn.gradcheck import check_layer
+    from minifcn.models import vgg
+
+    t = VGG16(getattr(vgg, table), width=1 / 64, seed=2).to(backend.name, "float64").eval()
+    rng = np.random.default_rng(3)
+    for p in t.parameters():
+        p.data = p.data + backend.asarray(0.1 * rng.standard_normal(p.shape))
+    x = backend.asarray(rng.standard_normal((1, 3, 11, 9)))
+    report = check_layer(t, x, directions=2, seed=4)
+    assert report.ok, str(report)

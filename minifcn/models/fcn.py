@@ -189,6 +189,46 @@ class FCN(Model):
         dh = self.score_fr.backward(dh)
         return self.backward_trunk(dh, dtaps, need_dx=need_dx)
 
+    def torch_module(self):
+        """The same FCN in PyTorch (``torch.nn.Module``), weights copied, every layer built by
+        its own ``torch_module()`` and registered under its minifcn name; used by
+        ``minifcn bench --compare torch``."""
+        from torch import nn
+
+        model = self
+
+        class Twin(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.ops = [(name, self._module(name, layer)) for name, layer in model.trunk]
+                self.score_fr = self._module("score_fr", model.score_fr)
+                self.skips = [(s.spec, self._module(s.spec.up, getattr(model, s.spec.up)),
+                               self._module(s.spec.score, getattr(model, s.spec.score)), s.crop.offset)
+                              for s in model.skips]
+                self.final = self._module(model.FINAL[0], model.upscore_final)
+                self.final_offset = model.crop_final.offset
+
+            def _module(self, name, layer):
+                m = layer.torch_module()
+                setattr(self, name, m)      # registered: named like minifcn's, reached by train()/eval()
+                return m
+
+            def forward(self, x):
+                h, taps = x, {}
+                for name, op in self.ops:
+                    h = op(h)
+                    taps[name] = h
+                h = self.score_fr(h)
+                for spec, up, score, (oy, ox) in self.skips:
+                    h = up(h)
+                    s = score(taps[spec.tap] * spec.scale if spec.scale != 1.0 else taps[spec.tap])
+                    h = h + s[:, :, oy:oy + h.shape[2], ox:ox + h.shape[3]]
+                h = self.final(h)
+                oy, ox = self.final_offset
+                return h[:, :, oy:oy + x.shape[2], ox:ox + x.shape[3]]
+
+        return Twin()
+
     # --- staged training ---------------------------------------------------------
     @classmethod
     def _staged(cls, source, expected):
