@@ -191,6 +191,10 @@ def test_smooth_separable_is_the_exact_position_sum():
     K = np.exp(-((p[:, None, :] - p[None, :, :]) ** 2).sum(axis=2) / (2 * 1.3 ** 2))
     np.testing.assert_allclose(crf.smooth_separable(Q, G_rows, G_cols).reshape(2, -1),
                                Q.reshape(2, -1) @ K.T, rtol=1e-12)
+    Q = rng.random((2, 30, 70))                                          # banded: drops < 1e-14 only
+    G_rows, G_cols = crf.gaussian_matrix(30, 1.3, Q), crf.gaussian_matrix(70, 1.3, Q)
+    np.testing.assert_allclose(crf.smooth_separable(Q, G_rows, G_cols, radius=11, block=8),
+                               crf.smooth_separable(Q, G_rows, G_cols), rtol=1e-13)
 
 
 # ----------------------------------------------------------------------------
