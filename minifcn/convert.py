@@ -93,8 +93,8 @@ def main(args) -> int:
     try:
         meta = convert(args.input, args.output, args.model)
     except (RuntimeError, ValueError, OSError) as exc:
-        print(f"minifcn convert: {exc}", file=sys.stderr)
-        return 1
+        print(f"minifcn convert: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
     what = meta.get("model", {}).get("name", meta["kind"])
     print(f"wrote {args.output} ({what})")
     return 0

@@ -13,7 +13,7 @@ from test_vgg import TORCHVISION_CONVS, torchvision_layout
 
 def test_clear_message_without_torch(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "torch", None)           # `import torch` now fails
-    assert cli(["convert", str(tmp_path / "in.pth"), str(tmp_path / "out.npz")]) == 1
+    assert cli(["convert", str(tmp_path / "in.pth"), str(tmp_path / "out.npz")]) == 2
     assert "needs PyTorch: pip install torch" in capsys.readouterr().err
     assert not (tmp_path / "out.npz").exists()
 
@@ -51,15 +51,15 @@ def test_fcn_state_dict_rebuilds_the_model(tmp_path, name):
 def test_bad_inputs(tmp_path, capsys):
     torch = pytest.importorskip("torch")
     torch.save({"linear.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
-    assert cli(["convert", str(tmp_path / "other.pth"), str(tmp_path / "o.npz")]) == 1
+    assert cli(["convert", str(tmp_path / "other.pth"), str(tmp_path / "o.npz")]) == 2
     assert "neither a torchvision VGG16" in capsys.readouterr().err
-    assert cli(["convert", str(tmp_path / "missing.pth"), str(tmp_path / "o.npz")]) == 1
+    assert cli(["convert", str(tmp_path / "missing.pth"), str(tmp_path / "o.npz")]) == 2
     assert "no such file" in capsys.readouterr().err
     (tmp_path / "junk.pth").write_bytes(b"junk")
-    assert cli(["convert", str(tmp_path / "junk.pth"), str(tmp_path / "o.npz")]) == 1
+    assert cli(["convert", str(tmp_path / "junk.pth"), str(tmp_path / "o.npz")]) == 2
     assert "junk.pth is not a PyTorch state dict" in capsys.readouterr().err
     fcn16 = {k: torch.from_numpy(np.array(v)) for k, v in build("fcn16s", width=1 / 32).state_dict().items()}
     torch.save(fcn16, tmp_path / "fcn16s.pth")
-    assert cli(["convert", str(tmp_path / "fcn16s.pth"), str(tmp_path / "o.npz"), "--model", "fcn8s-atonce"]) == 1
+    assert cli(["convert", str(tmp_path / "fcn16s.pth"), str(tmp_path / "o.npz"), "--model", "fcn8s-atonce"]) == 2
     assert "the state dict is an fcn16s" in capsys.readouterr().err
     assert not (tmp_path / "o.npz").exists()

@@ -220,7 +220,7 @@ def test_command_line(server, tmp_path, capsys):
     server.files["/VOC.tar"] = body
     server.files["/evil.tar"] = bad = voc_tar(extra=[evil("../evil.txt")])
     assert cli.main(["download-voc", str(tmp_path / "bad"), "--url", server.url + "/evil.tar",
-                     "--md5", md5(bad)]) == 1
+                     "--md5", md5(bad)]) == 2
     err = capsys.readouterr().err
     assert "../evil.txt" in err and "refusing" in err
     assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "bad" / "VOCdevkit").exists()

@@ -7,7 +7,11 @@
 * Extraction checks every member first and refuses the whole archive, before writing
   anything, if one would land outside ROOT: absolute paths, ``..`` components, links
   pointing out of ROOT, paths through links, device files. Members are extracted into
-  a temporary folder inside ROOT and moved into place at the end.
+  a temporary folder inside ROOT and moved into place only when every member was
+  extracted (and, for VOC, the tree is complete): a truncated archive leaves nothing
+  behind that would block the next run.
+* What arrived must be a tar archive (a URL of a web page gives HTML, not a tar): it is
+  checked before it is kept, and a URL must end in a file name.
 """
 from __future__ import annotations
 
@@ -16,13 +20,12 @@ import os
 import shutil
 import sys
 import tarfile
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path, PurePosixPath
 
-from tqdm import tqdm
+import re
 
 # Public facts of the VOC2012 release (http://host.robots.ox.ac.uk/pascal/VOC/voc2012/).
 VOC2012_URL = "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar"
@@ -35,6 +38,37 @@ class ChecksumError(ValueError):
 
 class UnsafeArchiveError(ValueError):
     """An archive member would be written outside the extraction folder."""
+
+
+def check_md5(md5):
+    """``md5`` lower-cased if it is 32 hex digits, None for ``None``/``""``/``"none"``;
+    ValueError otherwise (checked before any download starts)."""
+    if md5 is None or str(md5).lower() in ("", "none"):
+        return None
+    if not re.fullmatch(r"[0-9a-fA-F]{32}", str(md5)):
+        raise ValueError(f"--md5 {md5!r}: expected 32 hexadecimal digits, or 'none' to skip the check")
+    return str(md5).lower()
+
+
+def url_file_name(url) -> str:
+    """The file name at the end of ``url``'s path; ValueError when it has none (a folder or
+    a site's front page would download an HTML listing, not the archive)."""
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme not in ("http", "https", "ftp", "file"):
+        raise ValueError(f"--url {url!r}: expected an http(s), ftp or file URL")
+    name = PurePosixPath(urllib.parse.unquote(parsed.path)).name
+    if not name or parsed.path.endswith("/") or name in (".", ".."):
+        raise ValueError(f"--url {url!r} does not end in a file name (e.g. .../VOCtrainval_11-May-2012.tar)")
+    return name
+
+
+def _check_tar(path: Path, url):
+    if not tarfile.is_tarfile(path):
+        with open(path, "rb") as f:
+            head = f.read(64)
+        what = "an HTML page" if b"<html" in head.lower() or b"<!doctype" in head.lower() else "not a tar archive"
+        raise ValueError(f"{url} gave {what} ({_size(path)} bytes starting {head[:24]!r}), not a tar archive; "
+                         f"check --url")
 
 
 def md5sum(path, chunk_size=1 << 20) -> str:
@@ -54,10 +88,13 @@ def download(url, dest, md5=None, timeout=60.0, chunk_size=1 << 16, progress=Tru
     failure raises ``ConnectionError`` and keeps the partial file for the next run.
     """
     dest = Path(dest)
-    md5 = md5.lower() if md5 else None
+    md5 = check_md5(md5)
+    tar = dest.suffix in (".tar", ".tgz", ".gz", ".bz2", ".xz") or dest.name.endswith(".tar.gz")
     if dest.exists():
         if md5 and md5sum(dest) != md5:
             raise ChecksumError(f"{dest} exists but its MD5 is not {md5}; remove it to download it again")
+        if tar and not tarfile.is_tarfile(dest):
+            raise ValueError(f"{dest} exists but is not a tar archive; remove it to download it again")
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(dest.name + ".partial")
@@ -77,6 +114,12 @@ def download(url, dest, md5=None, timeout=60.0, chunk_size=1 << 16, progress=Tru
             partial.unlink()
             raise ChecksumError(f"{url}: MD5 of the download is {got}, expected {md5}; the bad file was "
                                 f"removed, run again to download it afresh")
+    if tar:
+        try:
+            _check_tar(partial, url)
+        except ValueError:
+            partial.unlink()
+            raise
     os.replace(partial, dest)
     return dest
 
@@ -90,9 +133,11 @@ def _fetch(request, partial: Path, start: int, timeout, chunk_size, progress):
                           f"for bytes {start}-")
         length = resp.headers.get("Content-Length")
         total = start + int(length) if length is not None else None
+        from ..io import progress as bar_for
+
         with open(partial, "ab" if start else "wb") as f, \
-                tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
-                     desc=partial.name.removesuffix(".partial"), disable=not progress) as bar:
+                bar_for(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
+                        desc=partial.name.removesuffix(".partial"), disable=not progress) as bar:
             while chunk := resp.read(chunk_size):
                 f.write(chunk)
                 bar.update(len(chunk))
@@ -136,13 +181,18 @@ def check_members(tar: tarfile.TarFile, root) -> list[tarfile.TarInfo]:
     return members
 
 
-def safe_extract(tar_path, root, progress=True) -> list[Path]:
+def safe_extract(tar_path, root, progress=True, check=None) -> list[Path]:
     """Extract the tar archive ``tar_path`` into ``root`` after :func:`check_members`.
 
-    Members are written to a temporary folder in ``root`` and its top-level entries are
-    then moved into ``root``; an entry that already exists there stops everything
-    before extraction (nothing is overwritten). Returns the top-level paths created.
+    Members are written to a temporary folder in ``root`` (``.extract-<pid>-<hex>``, removed
+    on any error and, if a kill left one, by the next run); only when all of them were
+    extracted (and ``check(tmp)`` passed, if given) are its top-level entries moved into
+    ``root``. An entry that already exists there stops everything before extraction
+    (nothing is overwritten). A truncated or corrupt archive raises ValueError and leaves
+    ``root`` as it was. Returns the top-level paths created.
     """
+    from ..io import progress as bar, temporary_folder
+
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     try:
@@ -150,15 +200,25 @@ def safe_extract(tar_path, root, progress=True) -> list[Path]:
     except (tarfile.TarError, OSError) as exc:
         raise ValueError(f"cannot open archive {tar_path}: {exc}") from exc
     with tar:
-        members = check_members(tar, root)
+        try:
+            members = check_members(tar, root)
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise ValueError(f"archive {tar_path} is truncated or corrupt ({exc}); remove it and download "
+                             f"it again") from exc
         tops = sorted({PurePosixPath(m.name).parts[0] for m in members if PurePosixPath(m.name).parts})
         existing = [t for t in tops if (root / t).exists()]
         if existing:
             raise FileExistsError(f"{root / existing[0]} already exists; remove it or extract elsewhere")
-        tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=root))
+        tmp = temporary_folder(root, "extract")
         try:
-            for m in tqdm(members, desc=f"extracting {Path(tar_path).name}", unit="file", disable=not progress):
-                tar.extract(m, tmp, filter="data")  # the standard library's own safety net too
+            try:
+                for m in bar(members, desc=f"extracting {Path(tar_path).name}", unit="file", disable=not progress):
+                    tar.extract(m, tmp, filter="data")  # the standard library's own safety net too
+            except (tarfile.TarError, EOFError, OSError) as exc:
+                raise ValueError(f"archive {tar_path} is truncated or corrupt ({exc}); nothing was extracted "
+                                 f"into {root}; remove it and download it again") from exc
+            if check is not None:
+                check(tmp)
             for t in tops:
                 os.replace(tmp / t, root / t)
         finally:
@@ -178,9 +238,16 @@ def download_voc(root, url=VOC2012_URL, md5=VOC2012_MD5, remove_tar=False, progr
     found = _voc_in(root, find_voc_root)
     if found:
         return found
-    name = PurePosixPath(urllib.parse.urlparse(url).path).name or "VOCtrainval.tar"
+    md5 = check_md5(md5)
+    name = url_file_name(url)
     tar_path = download(url, root / name, md5=md5, progress=progress)
-    safe_extract(tar_path, root, progress=progress)
+
+    def complete(tmp):
+        if not _voc_in(tmp, find_voc_root):
+            raise ValueError(f"{tar_path} holds no VOC2012 folder (JPEGImages and ImageSets/Segmentation); "
+                             f"nothing was extracted into {root}")
+
+    safe_extract(tar_path, root, progress=progress, check=complete)
     found = _voc_in(root, find_voc_root)
     if not found:
         raise ValueError(f"{tar_path} extracted into {root} but holds no VOC2012 folder "
@@ -207,11 +274,16 @@ def add_arguments(parser):
 
 
 def main(args) -> int:
-    md5 = None if str(args.md5).lower() in ("", "none") else args.md5
+    md5 = check_md5(args.md5)          # flags first: before any byte is downloaded
+    url_file_name(args.url)
+    if not str(args.root).strip():
+        raise ValueError("ROOT is empty: expected a folder name")
+    if os.path.exists(args.root) and not os.path.isdir(args.root):
+        raise ValueError(f"ROOT {args.root} is an existing file: expected a folder")
     try:
         voc = download_voc(args.root, url=args.url, md5=md5, remove_tar=args.remove_tar)
     except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        print(f"minifcn download-voc: error: {exc}", file=sys.stderr)
+        return 2
     print(f"VOC data ready in {voc}  (use: minifcn train --data {voc})")
     return 0

@@ -32,7 +32,6 @@ import colorsys
 import os
 import shutil
 import sys
-import tempfile
 
 import numpy as np
 from PIL import Image
@@ -170,17 +169,19 @@ def make_dataset(out_dir, n_train=DEFAULT_N_TRAIN, n_val=DEFAULT_N_VAL, seed=0, 
     final = os.path.join(out_dir, "VOC2012")
     if os.path.exists(final):
         raise ValueError(f"{final} already exists; remove it or choose another folder")
-    os.makedirs(out_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".VOC2012-", dir=out_dir)
-    os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only; the finished tree is an ordinary folder
+    from ..io import temporary_folder
+
+    # ".VOC2012-<pid>-<hex>": an ordinary (umask) folder; one left by a killed build is
+    # removed here, by the next build in the same folder
+    tmp = str(temporary_folder(out_dir, "VOC2012"))
     try:
         for sub in ("JPEGImages", "SegmentationClass", os.path.join("ImageSets", "Segmentation")):
             os.makedirs(os.path.join(tmp, sub))
         palette = voc_palette().ravel().tolist()
         jobs = [(split, i) for split, n in (("train", n_train), ("val", n_val)) for i in range(n)]
         if progress:
-            from tqdm import tqdm
-            jobs = tqdm(jobs, desc="built-in data set", unit="img", leave=False)
+            from ..io import progress as bar
+            jobs = bar(jobs, desc="built-in data set", unit="img", leave=False)
         ids = {"train": [], "val": []}
         for split, i in jobs:
             image, label = sample(_split_rng(seed, split, i), **sample_kwargs)
@@ -248,6 +249,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
+    if not str(args.out).strip():
+        raise ValueError("OUT is empty: expected a folder name")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ValueError(f"OUT {args.out} is an existing file: expected a folder")
     try:
         path = make_dataset(args.out, args.n_train, args.n_val, args.seed)
     except ValueError as exc:
