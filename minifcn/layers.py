@@ -103,7 +103,7 @@ class Layer:
             members[name] = value
         else:
             members.pop(name, None)     # e.g. ``layer.bias = None`` drops the old parameter
-            self.__dict__.get("_inline", set()).discard(name)
+            self.__dict__.get("_inline", {}).pop(name, None)
         super().__setattr__(name, value)
 
     def __getattr__(self, name):
@@ -140,14 +140,17 @@ class Layer:
         """
         if not isinstance(layer, Layer):
             raise TypeError(f"register_inline needs a Layer, got {type(layer).__name__}")
-        ours = set(self.__dict__.get("_members", {})) - {name}
+        members = self.__dict__.get("_members", {})
+        if name in members:
+            raise ValueError(f"{type(self).__name__}.{name} is already a member; inline under another name")
+        ours = {n for n, _ in self._named_members("", (Layer, Parameter, Buffer), top=True)}
         theirs = {n for n, _ in layer._named_members("", (Layer, Parameter, Buffer), top=True)}
         clash = sorted(ours & theirs)
         if clash:
             raise ValueError(f"cannot inline {type(layer).__name__} as {name!r} in {type(self).__name__}: "
                              f"names taken twice: {', '.join(clash)}")
         setattr(self, name, layer)
-        self.__dict__.setdefault("_inline", set()).add(name)
+        self.__dict__.setdefault("_inline", {})[name] = None      # an ordered set
         return layer
 
     def __call__(self, *args, **kwargs):

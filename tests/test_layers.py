@@ -331,3 +331,13 @@ def test_inline_members_are_named_and_reached_as_the_parents_own(backend):
 
     with pytest.raises(ValueError, match="names taken twice: bn"):
         Clash()
+
+    class TwoBodies(Layer):
+        def __init__(self):
+            self.register_inline("body1", HoldsTracked())
+            self.register_inline("body2", HoldsTracked())
+
+    with pytest.raises(ValueError, match="cannot inline HoldsTracked as 'body2'.*names taken twice: bn, pre"):
+        TwoBodies()
+    with pytest.raises(ValueError, match="Holder.head is already a member"):
+        h.register_inline("head", ReLU())
