@@ -34,7 +34,8 @@ pixels. Two ways to compute it live here:
     barycentric weights, the lattice values are blurred with [1 2 1] / 4 along each of
     the d + 1 lattice directions, and sliced back with the same weights. The smoothness
     term is separable, exp(-dr^2 / 2t^2) * exp(-dc^2 / 2t^2), so it is computed exactly
-    as G_H @ Q @ G_W^T with two small dense Gaussian matrices (:func:`smooth_separable`).
+    as G_H @ Q @ G_W with two Gaussian matrices, each multiplied by its band (weights
+    below 1e-14 dropped; :func:`smooth_separable`).
 
 The lattice is built once per image on the host with NumPy (finding each pixel's
 simplex and hashing the vertex keys with ``np.unique``); its index and weight tables
@@ -243,11 +244,12 @@ class PermutohedralLattice:
 
     Which lattice points exist. Only vertices of some point's simplex ("touched")
     are ever read, but mass on its way between them may pass through a point that no
-    pixel touched; a lattice of touched points only drops it, which loses 20 % (and
-    up to 70 % in sparse, noisy-colour images) of the sum. So the lattice also keeps the
-    "ghost" points one step (+-u_j) from a touched point: they receive no splat and are
-    never sliced, but carry blurred mass. That brings the error down to a few
-    percent at little cost; ghosts further out change almost nothing.
+    pixel touched; a lattice of touched points only drops it. So the lattice also keeps
+    the "ghost" points one step (+-u_j) from a touched point: they receive no splat and
+    are never sliced, but carry blurred mass. On 40 x 48 test scenes this takes the mean
+    relative error of the appearance sum from 11 / 12 / 50 % to 9 / 4 / 6 % (colour noise
+    3 / 8 / 20) for about 3 to 6 times as many lattice points; ghosts two steps out
+    change the error by under 1 %.
 
     Built once, on the host (NumPy), from ``features`` (N, d) float64. Tables, with M
     lattice points of which the first M0 are touched and index M a zero "missing" slot:
