@@ -98,8 +98,13 @@ axes[2].add_patch(plt.Rectangle((oy * OW + ox - 0.5, -0.5), 1, C * K * K, fill=F
 axes[2].set_title(f"cols[n] (C*KH*KW, OH*OW) = {cols.shape[1:]}\nred: the window as a column")
 axes[3].imshow(np.reshape(y_mm[1], (C_OUT, OH * OW)), cmap="coolwarm", aspect="auto")
 axes[3].set_title(f"W2 @ cols[n] = y[n]\n(C_out, OH*OW) = {(C_OUT, OH * OW)}")
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
 for ax in axes:
     ax.set_xlabel("column"); ax.set_ylabel("row")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # rows and columns are whole numbers
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+fig.subplots_adjust(wspace=0.35)
 savefig(fig, "02_im2col_shapes.png")
 
 # %% [markdown]
@@ -209,7 +214,9 @@ for ax, (title, img) in zip(axes, [("dW[0, 0] from columns", dW_hand[0, 0]),
                                    ("coverage: windows per pixel\n= col2im(ones)", coverage)]):
     im = ax.imshow(img, cmap="viridis")
     ax.set_title(title)
+    ax.set_xticks(range(img.shape[1])); ax.set_yticks(range(img.shape[0]))
     fig.colorbar(im, ax=ax, fraction=0.046)
+fig.subplots_adjust(wspace=0.5)
 savefig(fig, "02_backward.png")
 
 # %% [markdown]

@@ -256,6 +256,7 @@ axes[2].axhline(loss_fixed, color="k", ls="--", label="fixed bilinear")
 axes[2].set_xlabel("gradient step"); axes[2].set_ylabel("MSE")
 axes[2].legend()
 axes[2].set_title("training the upsampling kernel")
+fig.subplots_adjust(wspace=0.3)
 savefig(fig, "04_learned_vs_fixed.png")
 
 # %% [markdown]
