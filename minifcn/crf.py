@@ -249,7 +249,7 @@ class PermutohedralLattice:
     are never sliced, but carry blurred mass. On 40 x 48 test scenes this takes the mean
     relative error of the appearance sum from 11 / 12 / 50 % to 9 / 4 / 6 % (colour noise
     3 / 8 / 20) for about 3 to 6 times as many lattice points; ghosts two steps out
-    change the error by under 1 %.
+    change it by under one percentage point (6.5 -> 5.8 % at noise 20, 2.9 times the points).
 
     Built once, on the host (NumPy), from ``features`` (N, d) float64. Tables, with M
     lattice points of which the first M0 are touched and index M a zero "missing" slot:
