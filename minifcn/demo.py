@@ -2,8 +2,10 @@
 
 1. build the built-in data set (cached in ``~/.cache/minifcn``; see
    :mod:`minifcn.data.synthetic`),
-2. train a small FCN-8s from scratch on fresh images for a fixed wall-time budget
-   (the iteration count is timed first, so the demo fits on a slow machine too),
+2. train a small FCN-8s from scratch on fresh images for a fixed, seeded number of
+   iterations (:data:`DEFAULT_ITERS`), so the same command gives the same metrics on
+   any machine and under any load; ``--seconds S`` instead fits the iteration count to a
+   time budget (timed first, so it depends on the machine),
 3. evaluate on the built-in val split and write ``OUT/metrics.json`` (four metrics and
    per-class IU), ``OUT/curves.png``, ``OUT/predictions.png`` and ``OUT/per_class_iu.png``.
 
@@ -15,9 +17,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 from .evaluate import METRICS, format_metrics, predict, write_report
 from .io import write_json
@@ -31,14 +36,16 @@ from .train import TrainConfig, Trainer, iterations_for
 # scratch dropout only slows learning (mean IU 0.30 instead of 0.27 after 400-500 steps).
 # lr 0.02 sometimes sat on a loss plateau (about 1.1) for 700 steps and more; 0.01 left
 # it within 300 steps in each of three seeds.
-DEFAULT_SECONDS = 240.0
+DEFAULT_ITERS = 2500     # about 240 s on a quiet 2-core CPU (0.096 s per iteration)
 RECIPE = dict(width=0.125, lr=0.01, momentum=0.9, weight_decay=5e-4, warmup=50, grid=2, crop=128, dropout=0.0)
 QUICK = dict(width=0.0625, crop=64, iters=12, lr=0.005, warmup=4, checkpoint_every=6, log_every=3)
 
 
-def run_demo(out="minifcn-demo", quick=False, compare=False, seconds=DEFAULT_SECONDS, backend="numpy",
-             seed=0, progress=True, models=None):
-    """Run the demo; returns ``{model name: validation result}`` (the four metrics and per-class IU)."""
+def run_demo(out="minifcn-demo", quick=False, compare=False, seconds=None, backend="numpy",
+             seed=0, progress=True, models=None, iters=DEFAULT_ITERS):
+    """Run the demo; returns ``{model name: validation result}`` (the four metrics and per-class IU).
+
+    Each model trains ``iters`` iterations, or as many as fit in ``seconds`` when that is given."""
     from .data import VOCSegmentation
     from .data.synthetic import CLASS_NAMES, ensure_dataset, make_dataset
 
@@ -59,19 +66,22 @@ def run_demo(out="minifcn-demo", quick=False, compare=False, seconds=DEFAULT_SEC
                              **RECIPE)
         if quick:
             config = dataclasses.replace(config, **QUICK)
-        else:
+        elif seconds is not None:
             config.iters, per_iter = iterations_for(seconds, config)
             print(f"{name}: {per_iter:.3f} s per iteration, {config.iters} iterations in {seconds:.0f} s")
+        else:
+            config.iters = iters
         config.val_every = -(-config.iters // 3)  # twice on the way, once at the end
-        log = Path(config.out) / "log.jsonl"
-        if log.exists():  # a new run in an old folder: start the log afresh
-            log.unlink()
         t0 = time.perf_counter()
-        trainer = Trainer(config, progress=progress, val_data=val)
+        # the demo's own run folders: a new demo replaces the previous one
+        trainer = Trainer(config, progress=progress, val_data=val, overwrite=True)
         result = trainer.run()
-        result["train_seconds"] = round(time.perf_counter() - t0, 1)
+        took = time.perf_counter() - t0
+        result["train_seconds"] = round(took, 1)
         result["iterations"] = config.iters
         results[name] = result
+        print(f"{name}: trained {config.iters} iterations in {took:.0f} s ({config.iters / took:.2f} it/s, "
+              f"validation included)")
         shown = [2, 3, 5, 8]  # val images with thin and small objects
         preds[name] = [predict(trainer.model, val[i][0]) for i in shown if i < len(val)]
         print(f"{name}: {format_metrics(result)}")
@@ -105,12 +115,12 @@ def format_table(table) -> str:
 
 
 def plot_comparison(samples, preds, path):
-    """One row per sample: image | ground truth | each model's prediction (coarse to fine)."""
-    from .viz import colorize, figure, save_figure
+    """One row per sample: image | ground truth | each model's prediction (coarse to fine).
+    The figure is sized from the images' aspect ratios, so the rows have no empty bands."""
+    from .viz import colorize, figure_grid, save_figure
 
     names = [n for n, _ in _coarse_to_fine(preds)]
-    fig = figure(figsize=(2.2 * (2 + len(names)), 2.2 * len(samples)), dpi=100)
-    axes = fig.subplots(len(samples), 2 + len(names), squeeze=False)
+    fig, axes = figure_grid([np.shape(im)[:2] for im, _ in samples], 2 + len(names), panel_width=2.2)
     for r, (image, label) in enumerate(samples):
         panels = [("image", image), ("ground truth", colorize(label))]
         panels += [(n, colorize(preds[n][r])) for n in names]
@@ -132,15 +142,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="a seconds-long smoke run on a tiny data set")
     p.add_argument("--compare", action="store_true",
                    help="also train FCN-16s and FCN-32s the same way for the same time")
-    p.add_argument("--seconds", type=float, default=DEFAULT_SECONDS,
-                   help="training time per model in seconds (default %(default)s)")
+    p.add_argument("--iters", type=int, default=DEFAULT_ITERS,
+                   help="training iterations per model (default %(default)s: the same result on any machine)")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="instead of --iters, train each model for about this many seconds (timed first: the "
+                        "result then depends on the machine and its load)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", default="numpy", choices=("numpy", "cupy"))
 
 
 def main(args) -> int:
+    from .evaluate import check_backend, check_out
+
+    if args.iters < 1:
+        raise ValueError(f"--iters {args.iters}: expected a positive number of iterations")
+    if args.seconds is not None and not (math.isfinite(args.seconds) and args.seconds > 0):
+        raise ValueError(f"--seconds {args.seconds}: expected a positive number of seconds")
+    if args.seed < 0:
+        raise ValueError(f"--seed {args.seed}: expected an integer >= 0")
+    check_out(args.out)
+    check_backend(args.backend)
     try:
-        run_demo(args.out, args.quick, args.compare, args.seconds, args.backend, args.seed)
+        run_demo(args.out, args.quick, args.compare, args.seconds, args.backend, args.seed, iters=args.iters)
     except KeyboardInterrupt as exc:
         print(str(exc) or "interrupted", file=sys.stderr)
         return 130

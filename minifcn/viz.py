@@ -78,6 +78,20 @@ def figure(*args, **kwargs):
     return Figure(*args, layout="constrained", **kwargs)
 
 
+def figure_grid(shapes, ncols, panel_width=3.0, top=0.3, bottom=0.0, dpi=100):
+    """``(fig, axes)``: one row per image of ``shapes`` ((H, W) each) and ``ncols`` panels
+    per row, each panel ``panel_width`` inches wide; every row is exactly as tall as its
+    images at that width (height ratios H / W), plus ``top`` inches for titles and
+    ``bottom`` for a legend, so no row has empty bands above or below its pictures."""
+    aspects = [max(int(h), 1) / max(int(w), 1) for h, w in shapes]
+    if not aspects or ncols < 1:
+        raise ValueError(f"figure_grid needs at least one image and one column, got {len(aspects)} and {ncols}")
+    fig = figure(figsize=(panel_width * ncols, panel_width * sum(aspects) + top + bottom), dpi=dpi)
+    fig.get_layout_engine().set(w_pad=0.01, h_pad=0.01, wspace=0.0, hspace=0.0)
+    axes = fig.subplots(len(aspects), ncols, squeeze=False, gridspec_kw={"height_ratios": aspects})
+    return fig, axes
+
+
 def save_figure(fig, path) -> Path:
     """Write ``fig`` as a PNG at its own dpi, atomically; returns the path."""
     with atomic_path(path) as tmp:
@@ -130,17 +144,15 @@ def _is_number(v) -> bool:
 def save_prediction_tiles(images, labels, preds, path, class_names) -> Path:
     """One row per sample: image | ground truth | prediction, in VOC colours, with a
     legend of the classes that appear. ``images`` RGB uint8 (H, W, 3); ``labels`` and
-    ``preds`` (H, W) class ids (``labels`` may be ``None`` when there is no truth)."""
+    ``preds`` (H, W) class ids (``labels`` may be ``None`` when there is no truth).
+    Each row is as tall as its image at the panel width (:func:`figure_grid`): no empty bands."""
     images = list(images)
     preds = list(preds)
     labels = [None] * len(images) if labels is None else list(labels)
     if not images or not len(images) == len(labels) == len(preds):
         raise ValueError(f"need the same positive number of images, labels and preds, got "
                          f"{len(images)}, {len(labels)}, {len(preds)}")
-    n = len(images)
-    aspect = max(np.shape(im)[0] / max(np.shape(im)[1], 1) for im in images)  # tallest H / W
-    fig = figure(figsize=(9, n * 3 * aspect + 0.9), dpi=100)
-    axes = fig.subplots(n, 3, squeeze=False)
+    fig, axes = figure_grid([np.shape(im)[:2] for im in images], 3, panel_width=3.0, bottom=0.6)
     present = set()
     for i, (im, lab, pred) in enumerate(zip(images, labels, preds)):
         panels = [("image", np.asarray(im)), ("ground truth", None if lab is None else colorize(lab)),
