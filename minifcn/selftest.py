@@ -78,6 +78,7 @@ def cases(backend):
                                weight=B.asarray(np.array([0.5, 2.0, 1.0, 1.5]))),
              loss_backward, [arr(2, 4, 5, 6)])
     yield layer("Conv2d layer 3x3 s2 p1", Conv2d(2, 3, 3, stride=2, padding=1, rng=1), arr(1, 2, 5, 6))
+    yield layer("Conv2d layer 3x3 d2 p2 (atrous)", Conv2d(2, 2, 3, padding=2, dilation=2, rng=2), arr(1, 2, 6, 7))
     yield layer("ConvTranspose2d layer k4 s2 bias", ConvTranspose2d(2, 2, 4, stride=2, bias=True), arr(1, 2, 3, 2))
     yield layer("MaxPool2d layer 2x2 ceil", MaxPool2d(2, 2, ceil_mode=True), distinct(1, 2, 5, 5))
     yield layer("ReLU layer", ReLU(), arr(1, 2, 3, 4))
