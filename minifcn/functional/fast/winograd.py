@@ -78,16 +78,18 @@ def _fast(x):
     return is_numpy(x) or is_cupy(x)
 
 
-def _put(fast, op, a, b, out, k):
-    """``out[k] = op(a, b)``, written in place on NumPy/CuPy."""
-    if fast:
-        op(a, b, out=out[k])
-    else:
-        out[k, ...] = op(a, b)
-
-
 def _tiles(size):
     return -(-size // 2)
+
+
+def _combine(xp, fast, out, axis, terms):
+    """The array whose k-th entry along ``axis`` is ``op(a, b)`` for the k-th ``(op, a, b)``
+    of ``terms``: written into ``out`` on NumPy/CuPy (ufunc ``out=``), stacked anew elsewhere."""
+    if fast:
+        for k, (op, a, b) in enumerate(terms):
+            op(a, b, out=out[(slice(None),) * axis + (k,)])
+        return out
+    return xp.stack([op(a, b) for op, a, b in terms], axis=axis)
 
 
 def transform_weight(weight):
@@ -108,69 +110,91 @@ def inverse_transform_weight_gradient(du):
     return xp.matrix_transpose(g) @ du @ g
 
 
-def _input_transform(src, t0, nt, tw, out, rows):
-    """V = B^T d B of the tiles in tile rows t0 .. t0 + nt - 1 of ``src`` (N, C, >= 2(t0 + nt) + 2,
-    >= 2 TW + 2), into ``out`` (16, N, C, nt, TW); ``rows`` (4, N, C, nt, 2 TW + 2) holds the row pass."""
-    xp = namespace(src)
-    fast = _fast(src)
-    r, w2 = 2 * t0, 2 * tw + 2
-    d = [src[:, :, r + i:r + i + 2 * nt - 1:2, :w2] for i in range(4)]
-    _put(fast, xp.subtract, d[0], d[2], rows, 0)
-    _put(fast, xp.add, d[1], d[2], rows, 1)
-    _put(fast, xp.subtract, d[2], d[1], rows, 2)
-    _put(fast, xp.subtract, d[1], d[3], rows, 3)
-    for i in range(4):
-        c = [rows[i, :, :, :, j:j + 2 * tw - 1:2] for j in range(4)]
-        _put(fast, xp.subtract, c[0], c[2], out, 4 * i)
-        _put(fast, xp.add, c[1], c[2], out, 4 * i + 1)
-        _put(fast, xp.subtract, c[2], c[1], out, 4 * i + 2)
-        _put(fast, xp.subtract, c[1], c[3], out, 4 * i + 3)
+# Band layout. A band holds tile rows t0 .. t0 + nt - 1. Each (n, c) plane's tiles are
+# stored row after row, TW + 1 per row, and nt + 1 rows per plane, the planes one after
+# another: every transform step is then one array op over the whole band with a
+# unit-stride inner axis (NumPy's per-row overhead would otherwise dominate the small
+# late layers). The extra tile of each row and the extra row of each plane are
+# computed from finite neighbours and never output; the GEMMs skip the extra rows.
 
 
-def _output_transform(m, y, t0, nt, tw, rows):
-    """y[:, :, 2 t0 : 2 (t0 + nt), :] = A^T M A, dropping rows/columns past y's (OH, OW).
+def transformed_input(xpad, t0, nt, tw):
+    """V = B^T d B of a band's tiles: xpad (N, C, >= 2(t0 + nt) + 2, >= 2 TW + 2) ->
+    (16, N, C, L), L = nt (TW + 1) (a view that skips each plane's extra row), in this
+    thread's reused buffers.
 
-    m: (16, N, C_out, nt, TW); ``rows`` (2, 4, N, C_out, nt, TW) holds the row pass."""
+    The band is first split into its four stride-2 phases ph[pr, pc][n, c, y, x] =
+    xpad[n, c, 2 (t0 + y) + pr, 2 x + pc], y <= nt, x <= TW: tap (i, j) of tile (ty, tx) is
+    phase (i % 2, j % 2) at (ty + i // 2, tx + j // 2), so the row pass shifts the flat
+    phases by one phase row (TW + 1 elements), the column pass by one element."""
+    xp = namespace(xpad)
+    fast = _fast(xpad)
+    n, c = xpad.shape[:2]
+    wt = tw + 1
+    plane = (nt + 1) * wt
+    total = n * c * plane                  # V's flat length; the row pass needs one more, the phases wt + 1 more
+    r = 2 * t0
+    src = [[xpad[:, :, r + pr:r + pr + 2 * nt + 1:2, pc:pc + 2 * tw + 1:2] for pc in range(2)] for pr in range(2)]
+    if fast:
+        ph = scratch((2, 2, total + wt + 1), xpad.dtype, xpad, slot=("winograd", 0))
+        for pr in range(2):
+            for pc in range(2):
+                xp.reshape(ph[pr, pc, :total], (n, c, nt + 1, wt))[...] = src[pr][pc]
+        ph[:, :, total:] = 0
+    else:
+        zero = xp.zeros((wt + 1,), dtype=xpad.dtype, device=device(xpad))
+        ph = xp.stack([xp.stack([xp.concat((xp.reshape(src[pr][pc], (total,)), zero))
+                                 for pc in range(2)]) for pr in range(2)])
+    d0, d1 = ph[0, :, :total + 1], ph[1, :, :total + 1]
+    d2, d3 = ph[0, :, wt:], ph[1, :, wt:]
+    rows = _combine(xp, fast, scratch((4, 2, total + 1), xpad.dtype, xpad, slot=("winograd", 5)), 0,
+                    ((xp.subtract, d0, d2), (xp.add, d1, d2), (xp.subtract, d2, d1), (xp.subtract, d1, d3)))
+    c0, c1 = rows[:, 0, :total], rows[:, 1, :total]
+    c2, c3 = rows[:, 0, 1:], rows[:, 1, 1:]
+    v = _combine(xp, fast, scratch((4, 4, total), xpad.dtype, xpad, slot=("winograd", 1)), 1,
+                 ((xp.subtract, c0, c2), (xp.add, c1, c2), (xp.subtract, c2, c1), (xp.subtract, c1, c3)))
+    return xp.reshape(v, (16, n, c, plane))[..., :nt * wt]
+
+
+def _output_transform(m, y, t0, nt, tw):
+    """y[:, :, 2 t0 : 2 (t0 + nt), :] = A^T M A of a band, m (16, N, C_out, L) contiguous;
+    rows and columns past y's (OH, OW) and each row's extra tile are dropped."""
     xp = namespace(m)
     fast = _fast(m)
-    oh, ow = y.shape[2:]
-    for j in range(4):
-        if fast:
-            xp.add(m[j], m[4 + j], out=rows[0, j])
-            rows[0, j] += m[8 + j]
-            xp.subtract(m[4 + j], m[8 + j], out=rows[1, j])
-            rows[1, j] -= m[12 + j]
-        else:
-            rows[0, j, ...] = m[j] + m[4 + j] + m[8 + j]
-            rows[1, j, ...] = m[4 + j] - m[8 + j] - m[12 + j]
+    n, c_out, oh, ow = y.shape
+    wt = tw + 1
+    total = n * c_out * nt * wt
+    m4 = xp.reshape(m, (4, 4, total))
+    if fast:
+        rows = scratch((2, 4, total), m.dtype, m, slot=("winograd", 3))
+        block = scratch((2, 2, total), m.dtype, m, slot=("winograd", 4))
+        xp.add(m4[0], m4[1], out=rows[0])
+        rows[0] += m4[2]
+        xp.subtract(m4[1], m4[2], out=rows[1])
+        rows[1] -= m4[3]
+        xp.add(rows[:, 0], rows[:, 1], out=block[:, 0])
+        block[:, 0] += rows[:, 2]
+        xp.subtract(rows[:, 1], rows[:, 2], out=block[:, 1])
+        block[:, 1] -= rows[:, 3]
+    else:
+        mm = [m4[i, ...] for i in range(4)]
+        rows = xp.stack((mm[0] + mm[1] + mm[2], mm[1] - mm[2] - mm[3]))
+        rr = [rows[:, j, ...] for j in range(4)]
+        block = xp.stack((rr[0] + rr[1] + rr[2], rr[1] - rr[2] - rr[3]), axis=1)
     for a in range(2):
-        ra = min(nt, (oh - a - 2 * t0 + 1) // 2)        # output rows 2(t0 + ty) + a that exist
-        if ra < 1:
-            continue
-        z = [rows[a, j, :, :, :ra, :] for j in range(4)]
+        ra = min(nt, (oh - a - 2 * t0 + 1) // 2)        # output rows 2 (t0 + ty) + a that exist
         for b in range(2):
             cb = (ow - b + 1) // 2
-            dst = (slice(None), slice(None), slice(2 * t0 + a, 2 * t0 + a + 2 * ra - 1, 2),
-                   slice(b, b + 2 * cb - 1, 2))
-            first, second, third = (z[0], z[1], z[2]) if b == 0 else (z[1], z[2], z[3])
-            op = xp.add if b == 0 else xp.subtract
-            if fast:
-                out = y[dst]
-                op(first[..., :cb], second[..., :cb], out=out)
-                if b == 0:
-                    out += third[..., :cb]
-                else:
-                    out -= third[..., :cb]
-            else:
-                y[dst] = op(op(first[..., :cb], second[..., :cb]), third[..., :cb])
+            if ra > 0:
+                y[:, :, 2 * t0 + a:2 * t0 + a + 2 * ra - 1:2, b:b + 2 * cb - 1:2] = \
+                    xp.reshape(block[a, b, ...], (n, c_out, nt, wt))[:, :, :ra, :cb]
 
 
-def _band_rows(th, tw, per_tile, like, min_tiles=None):
-    """Bands of tile rows: about BAND_SCALE * the backend's band elements each (``per_tile``
+def _band_rows(th, tw, per_tile, like):
+    """Bands of tile rows: about BAND_SCALE x the backend's band elements each (``per_tile``
     elements per tile), at least MIN_BAND_TILES tiles, but a band for every thread."""
-    min_tiles = MIN_BAND_TILES if min_tiles is None else min_tiles
-    min_rows = min(-(-min_tiles // tw), -(-th // threads_for(like)))
-    return row_bands(th, per_tile * tw // max(1, BAND_SCALE), like, min_rows)
+    min_rows = min(-(-MIN_BAND_TILES // (tw + 1)), -(-th // threads_for(like)))
+    return row_bands(th, per_tile * (tw + 1) // max(1, BAND_SCALE), like, min_rows)
 
 
 def _extended(xpad, size, slot):
@@ -190,26 +214,23 @@ def _correlate(xpad, u, bias, out_size):
     oh, ow = out_size
     th, tw = _tiles(oh), _tiles(ow)
     y = xp.empty((n, c_out, oh, ow), dtype=xpad.dtype, device=device(xpad))
-    ub = u[:, None, :, :] if n > 1 else u
-    b4 = xp.reshape(bias, (1, c_out, 1, 1)) if bias is not None else None
+    b4 = xp.reshape(bias, (1, c_out, 1)) if bias is not None else None
     fast = _fast(xpad)
 
     def band(t0, t1):
-        nt = t1 - t0
-        rows = scratch((4, n, c_in, nt, 2 * tw + 2), xpad.dtype, xpad, slot=("winograd", 0))
-        v = scratch((16, n, c_in, nt, tw), xpad.dtype, xpad, slot=("winograd", 1))
-        _input_transform(xpad, t0, nt, tw, v, rows)
-        m = scratch((16, n, c_out, nt * tw), xpad.dtype, xpad, slot=("winograd", 2))
-        m = matmul(ub, xp.reshape(v, (16, n, c_in, nt * tw)) if n > 1 else xp.reshape(v, (16, c_in, nt * tw)),
-                   m if n > 1 else xp.reshape(m, (16, c_out, nt * tw)))
-        m = xp.reshape(m, (16, n, c_out, nt, tw))
-        if b4 is not None:            # A^T column 1 is (1, 1): M[1, 1] feeds all four outputs of a tile
+        size = (t1 - t0) * (tw + 1)
+        v = transformed_input(xpad, t0, t1 - t0, tw)                       # (16, N, C, L)
+        m = scratch((16, n, c_out, size), xpad.dtype, xpad, slot=("winograd", 2))
+        if n == 1:                                                         # 16 GEMMs (C_out, C) @ (C, L)
+            m = xp.reshape(matmul(u, v[:, 0, ...], xp.reshape(m, (16, c_out, size))), (16, n, c_out, size))
+        else:
+            m = matmul(u[:, None, :, :], v, m)
+        if b4 is not None:            # A^T's column 1 is (1, 1): M[1, 1] feeds all four outputs of a tile
             if fast:
                 m[5] += b4
             else:
-                m[5, ...] = m[5] + b4
-        zrows = scratch((2, 4, n, c_out, nt, tw), xpad.dtype, xpad, slot=("winograd", 3))
-        _output_transform(m, y, t0, nt, tw, zrows)
+                m[5, ...] = m[5, ...] + b4
+        _output_transform(m, y, t0, t1 - t0, tw)
 
     parallel_for(band, _band_rows(th, tw, 16 * (c_in + c_out) * n, xpad), xpad)
     return y
@@ -244,27 +265,41 @@ def input_gradient(dy, weight, p, x_size):
     return _correlate(dypad, transform_weight(flipped), None, (h, w))
 
 
-def _dy_transform(dy, t0, nt, tw, out, rows):
-    """(A S) e (A S)^T of the 2x2 dy tiles in tile rows t0 .. t0 + nt - 1 of ``dy``
-    (N, C_out, >= 2(t0 + nt), >= 2 TW), into ``out`` (16, N, C_out, nt, TW); rows (2, N, C_out, nt, 2 TW).
+def transformed_dy(dy, t0, nt, tw):
+    """(A S) e (A S)^T of a band's 2x2 dy tiles e: dy (N, C_out, >= 2(t0 + nt), >= 2 TW) ->
+    (16, N, C_out, L), L = nt (TW + 1), each row's extra tile zero (it meets finite
+    values of V in the weight-gradient GEMM).
 
-    A S = [[1, 0], [1, 1], [1, -1], [0, 1]]: the first and last combinations are copies."""
+    A S = [[1, 0], [1, 1], [1, -1], [0, 1]]: rows/columns 0 and 3 are dy's four stride-2
+    phases as they are, rows/columns 1 and 2 their sums and differences."""
     xp = namespace(dy)
     fast = _fast(dy)
-    r, w2 = 2 * t0, 2 * tw
-    e = [dy[:, :, r + i:r + i + 2 * nt - 1:2, :w2] for i in range(2)]
-    _put(fast, xp.add, e[0], e[1], rows, 0)
-    _put(fast, xp.subtract, e[0], e[1], rows, 1)
-    for i, src in enumerate((e[0], rows[0], rows[1], e[1])):
-        c = [src[..., j:j + 2 * tw - 1:2] for j in range(2)]
-        out[4 * i, ...] = c[0]
-        _put(fast, xp.add, c[0], c[1], out, 4 * i + 1)
-        _put(fast, xp.subtract, c[0], c[1], out, 4 * i + 2)
-        out[4 * i + 3, ...] = c[1]
+    n, c_out = dy.shape[:2]
+    wt = tw + 1
+    size = nt * wt
+    r = 2 * t0
+    src = [[dy[:, :, r + pr:r + pr + 2 * nt - 1:2, pc:pc + 2 * tw - 1:2] for pc in range(2)] for pr in range(2)]
+    if fast:
+        e = scratch((4, 4, n * c_out * size), dy.dtype, dy, slot=("winograd", 6))
+        e[0::3, 0::3] = 0
+        for pr in range(2):
+            for pc in range(2):
+                xp.reshape(e[3 * pr, 3 * pc], (n, c_out, nt, wt))[..., :tw] = src[pr][pc]
+        xp.add(e[0::3, 0], e[0::3, 3], out=e[0::3, 1])
+        xp.subtract(e[0::3, 0], e[0::3, 3], out=e[0::3, 2])
+        xp.add(e[0], e[3], out=e[1])
+        xp.subtract(e[0], e[3], out=e[2])
+    else:
+        zero = xp.zeros((n, c_out, nt, 1), dtype=dy.dtype, device=device(dy))
+        q = [[xp.reshape(xp.concat((src[pr][pc], zero), axis=-1), (n * c_out * size,)) for pc in range(2)]
+             for pr in range(2)]
+        cols = [xp.stack((q[pr][0], q[pr][0] + q[pr][1], q[pr][0] - q[pr][1], q[pr][1])) for pr in range(2)]
+        e = xp.stack((cols[0], cols[0] + cols[1], cols[0] - cols[1], cols[1]))
+    return xp.reshape(e, (16, n, c_out, size))
 
 
 def weight_gradient(dy, x, p):
-    """dweight (C_out, C, 3, 3) = sum over tiles of (A S dY S A^T) @ V^T, inverse-transformed."""
+    """dweight (C_out, C, 3, 3) = (S G)^T [sum over tiles of (A S e S A^T) @ V^T] (S G)."""
     xp = namespace(dy, x)
     n, c_out, oh, ow = dy.shape
     c_in = x.shape[1]
@@ -273,16 +308,9 @@ def weight_gradient(dy, x, p):
     dyx = _extended(dy, (2 * th, 2 * tw), ("winograd", "dy"))
 
     def band(t0, t1):
-        nt = t1 - t0
-        rows = scratch((4, n, c_in, nt, 2 * tw + 2), x.dtype, x, slot=("winograd", 0))
-        v = scratch((16, n, c_in, nt, tw), x.dtype, x, slot=("winograd", 1))
-        _input_transform(xpad, t0, nt, tw, v, rows)
-        drows = scratch((2, n, c_out, nt, 2 * tw), x.dtype, x, slot=("winograd", 3))
-        e = scratch((16, n, c_out, nt, tw), x.dtype, x, slot=("winograd", 2))
-        _dy_transform(dyx, t0, nt, tw, e, drows)
-        v2 = xp.reshape(v, (16, n, c_in, nt * tw))
-        e2 = xp.reshape(e, (16, n, c_out, nt * tw))
-        share = e2 @ xp.matrix_transpose(v2)                               # (16, N, C_out, C)
+        v = transformed_input(xpad, t0, t1 - t0, tw)                       # (16, N, C, L)
+        e = transformed_dy(dyx, t0, t1 - t0, tw)                           # (16, N, C_out, L)
+        share = e @ xp.matrix_transpose(v)                                 # (16, N, C_out, C)
         return share[:, 0, ...] if n == 1 else xp.sum(share, axis=1)
 
     shares = parallel_for(band, _band_rows(th, tw, 16 * (c_in + c_out) * n, x), x)
