@@ -240,15 +240,22 @@ def test_huge_lr_keeps_a_checkpoint_whose_loss_was_finite(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "loss became nan" in err or "loss became inf" in err
     ckpt = tmp_path / "run" / "checkpoint.npz"
-    if "no checkpoint with a finite loss" in err:
-        assert not ckpt.exists()
-        return
+    assert "the last with a finite loss and finite parameters" in err
     kept = int(err.split("holds iteration ")[1].split(",")[0])
     arrays, meta = load_npz(ckpt)
     assert meta["train"]["iteration"] == kept
     # its parameters give a finite loss: the first resumed step does not diverge
     resumed = Trainer(TrainConfig(**{**meta["train"]["config"], "out": out}), resume=True, progress=False)
     assert np.isfinite(resumed.step())
+
+
+def test_lr_1e6_keeps_no_poisoned_checkpoint(tmp_path, capsys):
+    """Iteration 1 ends with weights near 1e6 whose loss is NaN: it must not be kept."""
+    out = str(tmp_path / "run")
+    assert cli(TRAIN + ["--iters", "5", "--checkpoint-every", "1", "--lr", "1e6", "--warmup", "0", "--out", out,
+                        "--no-class-weights"]) == 1
+    assert "at iteration 2" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoint.npz").exists()
 
 
 def test_nan_parameters_are_never_checkpointed(tmp_path):
