@@ -411,18 +411,19 @@ class MaxPool2d(Layer):
     ceil mode (see :func:`minifcn.functional.max_pool2d`). Coordinate map: a window
     like a convolution's.
 
-    ``return_indices=True`` (keeping the argmax positions for an unpooling layer,
-    SegNet) is not available yet and raises NotImplementedError.
+    ``return_indices=True`` (SegNet) also keeps where each maximum was: after
+    ``forward(x)`` (which still returns y only, so a trunk's ``x = layer(x)`` loop
+    needs no change) ``self.indices`` holds the int64 flat positions (N, C, OH, OW)
+    of :func:`minifcn.functional.max_pool2d_with_indices` and ``self.input_size``
+    the pooled input's (H, W), which a :class:`MaxUnpool2d` puts values back to.
     """
 
     category = "pooling"
 
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, return_indices=False):
-        if return_indices:
-            raise NotImplementedError("MaxPool2d(return_indices=True) is not implemented yet: it needs "
-                                      "F.max_pool2d_with_indices and an unpooling layer (SegNet)")
         self.kernel_size, self.stride, self.padding, self.ceil_mode = kernel_size, stride, padding, ceil_mode
         self.return_indices = return_indices
+        self.indices = self.input_size = None      # set by forward when return_indices
         self._cache = None
 
     def coord_map(self):
@@ -432,9 +433,15 @@ class MaxPool2d(Layer):
     def torch_module(self):
         from torch import nn
 
-        return nn.MaxPool2d(self.kernel_size, self.stride, self.padding, ceil_mode=self.ceil_mode)
+        return nn.MaxPool2d(self.kernel_size, self.stride, self.padding, ceil_mode=self.ceil_mode,
+                            return_indices=self.return_indices)
 
     def forward(self, x):
+        if self.return_indices:
+            y, self.indices, self._cache = F.max_pool2d_with_indices(x, self.kernel_size, self.stride,
+                                                                     self.padding, self.ceil_mode)
+            self.input_size = tuple(x.shape[2:])
+            return y
         y, self._cache = F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode)
         return y
 
@@ -521,7 +528,180 @@ class Crop(Layer):
         return dx
 
 
+class BatchNorm2d(Layer):
+    """Batch normalisation of C channels (Ioffe & Szegedy 2015; see
+    :func:`minifcn.functional.batch_norm2d`): x (N, C, H, W) -> y (N, C, H, W),
+    ``y = weight * (x - mu) / sqrt(var + eps) + bias`` per channel.
+
+    Parameters ``weight`` (C,) = 1 and ``bias`` (C,) = 0 (``affine=False``: neither).
+    Buffers ``running_mean`` (C,) = 0 and ``running_var`` (C,) = 1, saved by
+    ``state_dict`` and checkpoints, never seen by the optimiser. In training mode the
+    layer normalises with the batch's mean and biased variance over the M = N*H*W values
+    of each channel and then updates the buffers exactly as PyTorch does::
+
+        running_mean = (1 - momentum) * running_mean + momentum * mean
+        running_var  = (1 - momentum) * running_var  + momentum * var * M / (M - 1)
+
+    (the unbiased variance; with M = 1 that factor is undefined and the biased variance,
+    0, is used, where PyTorch refuses). In eval mode it normalises with the buffers and
+    leaves them alone. Coordinate map: the identity.
+    """
+
+    category = "elementwise"
+
+    def __init__(self, num_features, momentum=0.1, eps=1e-5, affine=True):
+        if not (isinstance(num_features, int) and num_features >= 1):
+            raise ValueError(f"BatchNorm2d num_features must be an int >= 1, got {num_features!r}")
+        if not (isinstance(momentum, (int, float)) and 0.0 <= momentum <= 1.0):
+            raise ValueError(f"BatchNorm2d momentum must be in [0, 1], got {momentum!r}")
+        if not (isinstance(eps, (int, float)) and eps > 0):
+            raise ValueError(f"BatchNorm2d eps must be > 0, got {eps!r}")
+        self.num_features, self.momentum, self.eps, self.affine = num_features, momentum, eps, affine
+        zeros = initializers.zeros((num_features,))
+        self.weight = Parameter(zeros + 1.0) if affine else None
+        self.bias = Parameter(zeros.copy()) if affine else None
+        self.running_mean = Buffer(zeros.copy())
+        self.running_var = Buffer(zeros + 1.0)
+        self._cache = None
+
+    def coord_map(self):
+        return IDENTITY
+
+    def torch_module(self):
+        import torch
+        from torch import nn
+
+        dtype = getattr(torch, str(self.running_mean.data.dtype).rsplit(".", 1)[-1])   # float32 / float64
+        m = nn.BatchNorm2d(self.num_features, eps=self.eps, momentum=self.momentum, affine=self.affine,
+                           dtype=dtype)
+        if self.affine:
+            _copy_into_torch(m, self)
+        with torch.no_grad():
+            m.running_mean.copy_(torch.tensor(to_numpy(self.running_mean.data)))
+            m.running_var.copy_(torch.tensor(to_numpy(self.running_var.data)))
+        return m.train(self.training)
+
+    def forward(self, x):
+        w = self.weight.data if self.weight is not None else None
+        b = self.bias.data if self.bias is not None else None
+        y, cache = F.batch_norm2d(x, w, b, self.running_mean.data, self.running_var.data,
+                                  training=self.training, eps=self.eps)
+        if self.training:
+            m, count = self.momentum, cache.count
+            unbiased = cache.var * (count / (count - 1)) if count > 1 else cache.var
+            self.running_mean.data = (1.0 - m) * self.running_mean.data + m * cache.mean
+            self.running_var.data = (1.0 - m) * self.running_var.data + m * unbiased
+        self._cache = cache
+        return y
+
+    def backward(self, dy):
+        dx, dw, db = F.batch_norm2d_backward(dy, self._cache)
+        if self.weight is not None:
+            _accumulate(self.weight, dw)
+            _accumulate(self.bias, db)
+        self._cache = None
+        return dx
+
+
+class MaxUnpool2d(Layer):
+    """Max-unpooling (SegNet's decoder; see :func:`minifcn.functional.max_unpool2d`):
+    ``forward(x, indices, output_size=None)``, x and indices (N, C, h, w) -> y (N, C, H, W),
+    each value put back at its flat position ``row * W + col``, zeros elsewhere.
+
+    ``indices`` and the pre-pool ``output_size`` (H, W) normally come from the
+    ``MaxPool2d(return_indices=True)`` layer it mirrors (``pool.indices``,
+    ``pool.input_size``); without ``output_size`` it is PyTorch's default
+    ``((h - 1) S - 2P + K, (w - 1) S - 2P + K)``. Coordinate map: the inverse of the
+    pool's window map (like a transposed convolution with the same K, S, P).
+    """
+
+    category = "pooling"
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self._cache = None
+
+    def _default_size(self, h, w):
+        (kh, kw) = pair(self.kernel_size, "kernel_size")
+        (sh, sw) = pair(self.stride if self.stride is not None else self.kernel_size, "stride")
+        (ph, pw) = pair(self.padding, "padding")
+        return (h - 1) * sh - 2 * ph + kh, (w - 1) * sw - 2 * pw + kw
+
+    def coord_map(self):
+        stride = self.stride if self.stride is not None else self.kernel_size
+        return CoordMap.transposed_window(self.kernel_size, stride, self.padding)
+
+    def torch_module(self):
+        from torch import nn
+
+        return nn.MaxUnpool2d(self.kernel_size, self.stride, self.padding)
+
+    def forward(self, x, indices, output_size=None):
+        if output_size is None:
+            output_size = self._default_size(x.shape[2], x.shape[3])
+        y, self._cache = F.max_unpool2d(x, indices, output_size)
+        return y
+
+    def backward(self, dy):
+        dx = F.max_unpool2d_backward(dy, self._cache)
+        self._cache = None
+        return dx
+
+
 def _accumulate(param, grad):
     """``param.grad += grad`` unless the parameter is frozen."""
     if not param.frozen:
         param.grad += grad
+
+
+class Interpolate(Layer):
+    """Bilinear resize to a size given at call time: ``forward(x, size)``, x (N, C, H, W) ->
+    y (N, C, OH, OW) with size = (OH, OW), y = A_h @ x @ A_w^T (see
+    :func:`minifcn.functional.interpolate_bilinear`, PyTorch's rule for ``align_corners``).
+    DeepLab's Interp layer (scores back to the image size) is ``align_corners=True``.
+
+    No parameters. Its coordinate map depends on the sizes it is called with
+    (``align_corners=True``: scale (H - 1) / (OH - 1), shift 0; otherwise scale H / OH,
+    shift (H / OH - 1) / 2), so :meth:`coord_map` raises; models compose the maps of the
+    layers before it.
+    """
+
+    category = "interpolation"
+
+    def __init__(self, align_corners=True):
+        if not isinstance(align_corners, bool):
+            raise ValueError(f"Interpolate align_corners must be a bool (True or False), got {align_corners!r}")
+        self.align_corners = align_corners
+        self._cache = None
+
+    def coord_map(self):
+        raise TypeError("Interpolate has no fixed coordinate map: it resizes to the size given at call time "
+                        "(compose the layers before it instead)")
+
+    def flops(self, x_shape, y_shape, need_dx=True):
+        """Two matmuls per pass, in the cheaper order: 2 N C min(H OW (W + OH), OH W (H + OW))."""
+        n, c, h, w = x_shape
+        oh, ow = y_shape[2:]
+        one = 2 * n * c * min(h * ow * (w + oh), oh * w * (h + ow))
+        return one * (2 if need_dx else 1)
+
+    def torch_module(self):
+        import torch
+
+        align_corners = self.align_corners
+
+        class Resize(torch.nn.Module):
+            def forward(self, x, size):
+                return torch.nn.functional.interpolate(x, size=tuple(size), mode="bilinear",
+                                                       align_corners=align_corners)
+
+        return Resize()
+
+    def forward(self, x, size):
+        y, self._cache = F.interpolate_bilinear(x, size, self.align_corners)
+        return y
+
+    def backward(self, dy):
+        dx = F.interpolate_bilinear_backward(dy, self._cache)
+        self._cache = None
+        return dx

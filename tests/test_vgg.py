@@ -166,8 +166,9 @@ def test_segnet_encoder_flags_need_their_layers():
             super().__init__()
             self.c = c
 
-    with pytest.raises(NotImplementedError, match=r"MaxPool2d\(return_indices=True\)"):
-        VGG16(SEGNET_ENCODER, width=1 / 32, batch_norm=FakeNorm)
+    default = VGG16(SEGNET_ENCODER, width=1 / 32, batch_norm=FakeNorm)   # default pools keep their indices
+    assert [n for n, layer in default.trunk if getattr(layer, "return_indices", False)] == \
+        [f"pool{b}" for b in range(1, 6)]
     seen = []
 
     def pool(spec):
