@@ -31,7 +31,7 @@ def predict(model, image, backend=None):
     from .data.transforms import preprocess
 
     b = get_backend(backend) if backend is not None else _model_backend(model)
-    x = b.asarray(preprocess(image)[None], dtype=np.dtype(str(model.score_fr.weight.data.dtype).split(".")[-1]))
+    x = b.asarray(preprocess(image)[None], dtype=np.dtype(str(_model_array(model).dtype).split(".")[-1]))
     scores_ = model.forward(x)
     return to_numpy(b.xp.argmax(scores_[0, ...], axis=0)).astype(np.uint8)
 
@@ -61,10 +61,15 @@ def evaluate(model, dataset, keep=0, progress=True, desc="eval"):
     return scores(hist), hist, kept
 
 
+def _model_array(model):
+    """One parameter array of ``model`` (any model: FCN, SegNet, ...), for its backend and dtype."""
+    return next(iter(model.named_parameters()))[1].data
+
+
 def _model_backend(model):
     from .backend import backend_of
 
-    return backend_of(model.score_fr.weight.data)
+    return backend_of(_model_array(model))
 
 
 def check_model_meta(meta, path):
