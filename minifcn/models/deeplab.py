@@ -46,33 +46,10 @@ dilation front end's fc6 (7x7x4096) and fc7 do and are loaded as well.
 from __future__ import annotations
 
 from .. import init as initializers
-from ..layers import Conv2d, Dropout, Layer, ReLU
+from ..layers import Conv2d, Dropout, Interpolate, Layer, ReLU
 from .base import Model, check_n_class, register_model
 from .geometry import compose
 from .vgg import DEEPLAB_LARGEFOV, DEEPLAB_VGG16, DILATION_FRONTEND, FC, VGG16, channels
-
-from .. import functional as F
-
-
-class Interpolate(Layer):
-    """Bilinear resize to a size given at call time: ``forward(x, size)`` (see
-    :func:`minifcn.functional.interpolate_bilinear`). No fixed coordinate map: the scale
-    depends on the sizes, so it raises like any layer without one."""
-
-    category = "interpolation"
-
-    def __init__(self, align_corners=True):
-        self.align_corners = align_corners
-        self._cache = None
-
-    def forward(self, x, size):
-        y, self._cache = F.interpolate_bilinear(x, size, self.align_corners)
-        return y
-
-    def backward(self, dy):
-        dx = F.interpolate_bilinear_backward(dy, self._cache)
-        self._cache = None
-        return dx
 
 FC8_STD = 0.01                             # DeepLab's Caffe fc8 init: Gaussian, std 0.01
 ASPP_RATES = (6, 12, 18, 24)               # ASPP-L (DeepLab v2)
