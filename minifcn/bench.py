@@ -60,6 +60,12 @@ def add_arguments(parser):
     parser.add_argument("--steps", type=int, default=5, help="timed steps (default 5)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
     parser.add_argument("--compare", choices=("torch",), help="also time the same network in PyTorch")
+    parser.add_argument("--reference", action="store_true",
+                        help="also time the same step on the reference path (MINIFCN_REFERENCE=1), "
+                             "to see what the fast paths buy")
+    parser.add_argument("--crf", action="store_true",
+                        help="time the dense CRF instead: lattice on 500x375 with 21 classes and 10 "
+                             "iterations, exact on 64x64 (see minifcn.crf_bench)")
     parser.add_argument("--no-breakdown", action="store_true", help="skip the per-layer-type breakdown")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
     parser.add_argument("--seed", type=int, default=0)
@@ -100,6 +106,14 @@ class MinifcnStep:
         self.opt.step()
         t("optimiser")
         return loss
+
+
+class ReferenceStep(MinifcnStep):
+    """:class:`MinifcnStep` with every op on the reference path (:func:`minifcn.functional.use_reference`)."""
+
+    def __call__(self, times=None):
+        with F.use_reference():
+            return super().__call__(times)
 
 
 class _Clock:
@@ -292,7 +306,7 @@ def _median_phases(records):
 
 
 def run(model_name="fcn8s", width=0.25, size=256, batch=1, n_class=21, backend="numpy", dtype="float32",
-        steps=5, warmup=2, compare=None, breakdown=True, memory=True, seed=0, progress=True):
+        steps=5, warmup=2, compare=None, breakdown=True, memory=True, seed=0, progress=True, reference=False):
     """Run the benchmark and return the results as a JSON-able dict (see the module docstring)."""
     from .models import build
 
@@ -307,6 +321,9 @@ def run(model_name="fcn8s", width=0.25, size=256, batch=1, n_class=21, backend="
     x = B.asarray(rng.standard_normal((batch, 3, size, size)), dtype=dtype)
     y = B.asarray(labels, dtype="int64")
     runners = {"minifcn": MinifcnStep(model, x, y)}
+    if reference:                   # its own copy of the model, so both steps see the same weights' history
+        twin = build(model_name, n_class=n_class, width=width, seed=seed).to(B, dtype).train()
+        runners["reference"] = ReferenceStep(twin, x, y)
     if compare == "torch":
         if B.name != "numpy" or dtype != "float32":
             raise ValueError("--compare torch needs --backend numpy and --dtype float32 (PyTorch runs on the CPU)")
@@ -359,6 +376,8 @@ def run(model_name="fcn8s", width=0.25, size=256, batch=1, n_class=21, backend="
         if B.name == "numpy":
             result["minifcn"]["tracemalloc_added_bytes"] = tracemalloc_peak_added(runners["minifcn"])
 
+    if "reference" in runners:
+        result["reference_ratio"] = result["reference"]["step_s"] / result["minifcn"]["step_s"]
     if "torch" in runners:
         import torch
 
@@ -412,7 +431,7 @@ def format_report(r) -> str:
         forced = f", forced by OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}" if "OPENBLAS_CORETYPE" in env else ""
         version = " ".join(blas.get("config", "OpenBLAS").split()[:2])
         lines.append(f"NumPy BLAS: {version}, {blas['core']} kernels{forced}")
-    names = [k for k in ("minifcn", "torch") if k in r]
+    names = [k for k in ("minifcn", "reference", "torch") if k in r]
     phases = ("forward", "loss", "backward", "optimiser", "other")
     lines.append(f"{'':12s}" + "".join(f"{p:>11s}" for p in phases) + f"{'step':>10s}{'GFLOP/s':>9s}{'memory':>10s}")
     for k in names:
@@ -420,6 +439,9 @@ def format_report(r) -> str:
         lines.append(f"{k:12s}" + "".join(f"{ph.get(p, 0.0) * 1e3:9.1f}ms" for p in phases)
                      + f"{r[k]['step_s'] * 1e3:8.1f}ms{r[k]['gflops']:9.1f}"
                      + (f"{mem / 2**20:8.1f}MB" if mem is not None else f"{'-':>10s}"))
+    if "reference_ratio" in r:
+        lines.append(f"reference/minifcn step time ratio {r['reference_ratio']:.2f} "
+                     f"(the fast paths make the step {r['reference_ratio']:.1f}x faster)")
     if "ratio" in r:
         mr = r.get("memory_ratio")
         lines.append(f"minifcn/torch step time ratio {r['ratio']:.2f}"
@@ -437,14 +459,33 @@ def format_report(r) -> str:
     return "\n".join(lines)
 
 
+def format_crf_report(r) -> str:
+    h, w = r["lattice_size"]
+    e = r["exact_size"][0]
+    return "\n".join([
+        f"dense CRF on {r['backend']} ({r['dtype']}), {r['n_class']} classes, {r['iterations']} iterations",
+        f"  lattice {w}x{h}: {r['lattice_s']:.2f} s (CPU {r['lattice_cpu_s']:.2f} s; lattice build "
+        f"{r['lattice_build_s']:.2f} s, {r['lattice_points']} lattice points)",
+        f"  exact {e}x{e}: {r['exact_s']:.2f} s (lattice on the same image {r['exact_lattice_s']:.3f} s; "
+        f"argmax agreement {100 * r['exact_vs_lattice_argmax_agreement']:.2f}%, "
+        f"mean |dQ| {r['exact_vs_lattice_mean_abs_dq']:.1e})"])
+
+
 def main(args) -> int:
-    result = run(args.model, args.width, args.size, args.batch, args.n_class, args.backend, args.dtype,
-                 args.steps, args.warmup, args.compare, not args.no_breakdown, not args.no_memory, args.seed)
-    print(format_report(result))
+    if args.crf:
+        from .crf_bench import bench_crf
+
+        result = bench_crf(backend=args.backend, dtype=args.dtype)
+        print(format_crf_report(result))
+    else:
+        result = run(args.model, args.width, args.size, args.batch, args.n_class, args.backend, args.dtype,
+                     args.steps, args.warmup, args.compare, not args.no_breakdown, not args.no_memory, args.seed,
+                     reference=args.reference)
+        print(format_report(result))
     if args.json:
         with atomic_path(args.json) as tmp:                # no half-written file on a crash
             tmp.write_text(json.dumps(result, indent=2))
-    if args.plot:
+    if args.plot and not args.crf:
         plot_result(result, args.plot)
     return 0
 
@@ -454,7 +495,7 @@ def plot_result(r, path):
     time per layer type."""
     from .viz import figure, save_figure
 
-    names = [k for k in ("minifcn", "torch") if k in r]
+    names = [k for k in ("minifcn", "reference", "torch") if k in r]
     fig = figure(figsize=(9, 3.6), dpi=110)
     ax1, ax2 = fig.subplots(1, 2, width_ratios=(1, 1.3))
     left = np.zeros(len(names))

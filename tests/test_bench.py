@@ -129,3 +129,33 @@ def test_torch_twin_is_built_by_the_model():
     names = [n for n, _ in twin.named_parameters()]
     assert names[:2] == ["conv1_1.weight", "conv1_1.bias"] and names[-1] == "upscore8.weight"
     assert twin.training and not twin.upscore8.weight.requires_grad and twin.fc6.weight.requires_grad
+
+
+def test_bench_reference_times_the_reference_path(capsys, monkeypatch):
+    from minifcn import functional as F
+
+    seen = []
+    original = bench.MinifcnStep.__call__
+
+    def spy(self, times=None):
+        seen.append((type(self).__name__, F.reference_enabled()))
+        return original(self, times)
+
+    monkeypatch.setattr(bench.MinifcnStep, "__call__", spy)
+    rc = main(["bench", "--model", "fcn32s", "--width", "0.0625", "--size", "20", "--steps", "1",
+               "--warmup", "0", "--reference", "--no-breakdown", "--no-memory"])
+    assert rc == 0
+    assert ("ReferenceStep", True) in seen and ("MinifcnStep", False) in seen
+    assert not F.reference_enabled()                      # restored afterwards
+    assert "reference/minifcn step time ratio" in capsys.readouterr().out
+
+
+def test_bench_crf_reports_lattice_and_exact(capsys, monkeypatch):
+    from minifcn import crf_bench
+
+    real = crf_bench.bench_crf
+    monkeypatch.setattr(crf_bench, "bench_crf", lambda **kw: real(height=30, width=40, n_class=3, iterations=2,
+                                                                  exact_size=12, **kw))
+    assert main(["bench", "--crf"]) == 0
+    out = capsys.readouterr().out
+    assert "lattice 40x30" in out and "exact 12x12" in out and "argmax agreement" in out
