@@ -208,3 +208,14 @@ def test_input_gradient_pads_dy_by_two_minus_p():
         dy = rng.standard_normal((1, 3, oh, ow))
         expected = bands.input_gradient(dy, w, S, p, D, (6, 5))
         np.testing.assert_allclose(winograd.input_gradient(dy, w, p, (6, 5)), expected, atol=1e-10)
+
+
+@pytest.mark.parametrize("out_size,extra", [((5, 7), (0, 0)), ((4, 6), (3, 1))])
+def test_weight_gradient_padded_equals_backward_bands(backend, out_size, extra):
+    """The weight-gradient drop-in for a region of an already padded input (frame plan)."""
+    rng = np.random.default_rng(7)
+    xpad = rng.standard_normal((2, 3, out_size[0] + 2 + extra[0], out_size[1] + 2 + extra[1]))
+    w, dy = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal((2, 4) + out_size)
+    xb, wb, dyb = _on(backend, xpad, w, dy)
+    expected = to_numpy(bands.backward_bands(xb, dyb, wb, S, D, None)).reshape(w.shape)
+    R.assert_close(winograd.weight_gradient_padded(xb, dyb), expected, atol=1e-10, rtol=1e-10)

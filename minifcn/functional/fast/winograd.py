@@ -299,12 +299,21 @@ def transformed_dy(dy, t0, nt, tw):
 
 
 def weight_gradient(dy, x, p):
-    """dweight (C_out, C, 3, 3) = (S G)^T [sum over tiles of (A S e S A^T) @ V^T] (S G)."""
-    xp = namespace(dy, x)
+    """dweight (C_out, C, 3, 3) of the convolution of x (N, C, H, W) padded by P, for dy (N, C_out, OH, OW)."""
+    th, tw = _tiles(dy.shape[2]), _tiles(dy.shape[3])
+    return weight_gradient_padded(pad2d(x, p, size=(2 * th + 2, 2 * tw + 2), slot=2), dy)
+
+
+def weight_gradient_padded(xpad, dy):
+    """dweight (C_out, C, 3, 3) = (S G)^T [sum over tiles of (A S e S A^T) @ V^T] (S G) for an
+    already padded input xpad (N, C, >= OH + 2, >= OW + 2) and dy (N, C_out, OH, OW): the
+    weight-gradient counterpart of :func:`winograd_correlate` (what
+    ``bands.backward_bands(xpad, dy, weight, (1, 1), (1, 1), None)`` gives, reshaped)."""
+    xp = namespace(dy, xpad)
     n, c_out, oh, ow = dy.shape
-    c_in = x.shape[1]
+    c_in = xpad.shape[1]
     th, tw = _tiles(oh), _tiles(ow)
-    xpad = pad2d(x, p, size=(2 * th + 2, 2 * tw + 2), slot=2)
+    xpad = _extended(xpad, (2 * th + 2, 2 * tw + 2), ("winograd", "ext"))
     dyx = _extended(dy, (2 * th, 2 * tw), ("winograd", "dy"))
 
     def band(t0, t1):
@@ -313,7 +322,7 @@ def weight_gradient(dy, x, p):
         share = e @ xp.matrix_transpose(v)                                 # (16, N, C_out, C)
         return share[:, 0, ...] if n == 1 else xp.sum(share, axis=1)
 
-    shares = parallel_for(band, _band_rows(th, tw, 16 * (c_in + c_out) * n, x), x)
+    shares = parallel_for(band, _band_rows(th, tw, 16 * (c_in + c_out) * n, dy), dy)
     du = shares[0]
     for share in shares[1:]:          # in band order: the result does not depend on thread timing
         du = du + share
