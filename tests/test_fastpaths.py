@@ -190,6 +190,22 @@ def test_parallel_for_thread_counts_give_identical_conv_gradients(monkeypatch):
             np.testing.assert_array_equal(a, b)
 
 
+def test_band_boundaries_do_not_depend_on_the_core_count(monkeypatch):
+    """Same numbers on a 1-, 2- or 16-core machine: band sizes come from the data sizes only
+    (a conv5-like layer, where splitting among the cores used to pick the band height)."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 72, 30, 30)).astype(np.float32)
+    w = rng.standard_normal((4, 72, 3, 3)).astype(np.float32)
+    results = []
+    for threads in (1, 2, 16):
+        monkeypatch.setattr(B, "THREADS", threads)
+        y, cache = F.conv2d(x, w, None, 1, 1)
+        results.append((y,) + F.conv2d_backward(np.ones_like(y), cache)[:2])
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
 def _framed(shape, box, seed=0, ring=(0, 0)):
     """x with one random value per (n, c) plane outside ``box`` = (r0, r1, c0, c1), random
     inside it and in an outer ring of ``ring = (a, b)`` rows/columns (top/left, bottom/right)."""

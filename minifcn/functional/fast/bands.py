@@ -15,10 +15,14 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ...backend import device, matmul, namespace, parallel_for, row_bands, scratch, threads_for
+from ...backend import device, matmul, namespace, parallel_for, row_bands, scratch
 from ..im2col import fold_rows_add, pad2d, unfold_rows
 
 MIN_BAND_COLUMNS = 1024        # fewer columns per band leave the GEMMs too thin
+# Small outputs are still split into this many bands so that the cores share them. It is a
+# constant, not the machine's core count: band boundaries change how BLAS rounds, and the
+# same run must give the same numbers on any machine.
+MIN_BANDS = 2
 SMALL_WEIGHT = 1 << 18         # weights up to this many elements get their gradient transposed
 
 
@@ -60,7 +64,7 @@ def correlate(xpad, weight, bias, s, d, out_size):
             yb += b2
         y[:, :, r0:r1, :] = xp.reshape(yb, (n, c_out, r1 - r0, ow))
 
-    min_rows = min(_min_band_rows(ow), -(-oh // threads_for(xpad)))      # a band for every thread
+    min_rows = min(_min_band_rows(ow), -(-oh // MIN_BANDS))
     parallel_for(band, row_bands(oh, n * c_in * kh * kw * ow, xpad, min_rows), xpad)
     return y
 
