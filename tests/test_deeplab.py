@@ -346,3 +346,15 @@ def test_agrees_with_pytorch_forward_and_every_gradient(name, rates):
         for n, p in net.named_parameters():
             np.testing.assert_allclose(ours[n].grad, p.grad.numpy(), rtol=1e-9, atol=1e-9,
                                        err_msg=f"{n} {(h, w)}")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_torch_twin_computes_the_same_scores(name):
+    """model.torch_module() (for ``minifcn bench --compare torch``) is the same function."""
+    torch = pytest.importorskip("torch")
+    model = tiny(name, dtype="float32", seed=6)
+    x = image("numpy", (1, 3, 21, 18), "float32")
+    twin = model.torch_module().eval()
+    assert sorted(n for n, _ in twin.named_parameters()) == sorted(n for n, _ in model.named_parameters())
+    with torch.no_grad():
+        np.testing.assert_allclose(twin(torch.tensor(x)).numpy(), model.forward(x), rtol=1e-4, atol=1e-5)

@@ -205,6 +205,40 @@ class DilatedSegmenter(Model):
         """Map from the score grid (before the resize) to the input; all heads share it."""
         return compose(self.score_path())
 
+    def torch_module(self):
+        """The same model in PyTorch (``torch.nn.Module``), weights copied, every layer built by
+        its own ``torch_module()`` and registered under its minifcn name (``minifcn bench
+        --compare torch``)."""
+        from torch import nn
+
+        model = self
+
+        class Twin(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.trunk_ops = [self._module(name, layer) for name, layer in model.trunk]
+                self.head_ops = [[self._module(name, layer) for name, layer in head.chain] for head in model.heads]
+                self.resize = model.interpolate.torch_module()
+
+            def _module(self, name, layer):
+                m = layer.torch_module()
+                setattr(self, name, m)      # registered: named like minifcn's, reached by train()/eval()
+                return m
+
+            def forward(self, x):
+                h = x
+                for op in self.trunk_ops:
+                    h = op(h)
+                scores = 0
+                for ops in self.head_ops:
+                    s = h
+                    for op in ops:
+                        s = op(s)
+                    scores = scores + s
+                return self.resize(scores, x.shape[2:])
+
+        return Twin()
+
     # --- passes ---------------------------------------------------------------------
     def forward(self, x):
         if x.ndim != 4 or x.shape[1] != 3:
