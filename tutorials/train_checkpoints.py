@@ -1,0 +1,87 @@
+"""Train the small checkpoints that lessons 6 and 7 load: FCN-32s, FCN-16s, FCN-8s.
+
+    python tutorials/train_checkpoints.py              # all three, about 3-4 minutes each on 2 cores
+    python tutorials/train_checkpoints.py fcn8s        # just one
+
+Each net is trained from scratch on the built-in data set with minifcn's own trainer
+(:class:`minifcn.train.Trainer`) and the demo's recipe (``minifcn.demo.RECIPE``: width
+1/8, 2 x 2 crops of up to 128 px per canvas, SGD momentum 0.9, lr 0.01 with a 50-step
+warm-up and poly decay, class weights, no dropout), for a fixed number of iterations
+and a fixed seed, so the same command gives the same nets (up to the last bits of
+multi-threaded float32 sums). The three nets get the same recipe and the same number
+of iterations: the lessons compare them like for like.
+
+The parameters are stored as float16 in ``tutorials/checkpoints/<name>.npz`` (about 4 MB
+each) with the usual minifcn metadata, so ``minifcn.models.load_model(path,
+dtype="float32")`` rebuilds the net in float32 (without ``dtype`` the net would stay
+float16). The training settings, iterations, seconds and final loss are in
+``meta["train"]``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+try:
+    import minifcn  # noqa: F401
+except ImportError:  # run from a checkout without pip install -e .
+    sys.path.insert(0, str(HERE.parent))
+
+import numpy as np  # noqa: E402
+
+from minifcn.demo import RECIPE  # noqa: E402
+from minifcn.io import save_npz  # noqa: E402
+from minifcn.train import TrainConfig, Trainer  # noqa: E402
+
+CHECKPOINTS = HERE / "checkpoints"
+NAMES = ("fcn32s", "fcn16s", "fcn8s")
+ITERS = 1500
+SEED = 0
+
+
+def train_one(name, iters=ITERS, seed=SEED, out_dir=CHECKPOINTS, progress=True):
+    """Train ``name`` and write ``out_dir/name.npz`` (float16); returns the path."""
+    with tempfile.TemporaryDirectory(prefix=f"minifcn-{name}-") as work:
+        config = TrainConfig(out=work, data="builtin", model=name, seed=seed, iters=iters, val_every=0,
+                             checkpoint_every=10 ** 9, log_every=25, **RECIPE)
+        start = time.perf_counter()
+        trainer = Trainer(config, progress=progress)
+        trainer.run()
+        seconds = time.perf_counter() - start
+    losses = [(r["iteration"], r["loss"]) for r in trainer.history if "loss" in r]
+    arrays = {k: np.asarray(v, dtype=np.float16) for k, v in trainer.model.state_dict().items()}
+    meta = {"model": trainer.model.config, "class_names": trainer.batches.class_names,
+            "train": {"config": dataclasses.asdict(config), "iterations": iters, "seconds": round(seconds, 1),
+                      "losses": losses, "command": "python tutorials/train_checkpoints.py"}}
+    meta["train"]["config"]["out"] = None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.npz"
+    save_npz(path, arrays, meta)
+    print(f"{name}: {iters} iterations in {seconds:.0f} s, loss {losses[0][1]:.3f} -> {losses[-1][1]:.3f}, "
+          f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)", flush=True)
+    return path
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("models", nargs="*", metavar="MODEL", help=f"any of {', '.join(NAMES)} (default: all three)")
+    p.add_argument("--iters", type=int, default=ITERS, help="iterations per net (default %(default)s)")
+    p.add_argument("--seed", type=int, default=SEED)
+    p.add_argument("--out", default=str(CHECKPOINTS), help="folder (default tutorials/checkpoints)")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    bad = [m for m in args.models if m not in NAMES]
+    if bad:
+        p.error(f"unknown model {bad[0]!r}; expected one of {', '.join(NAMES)}")
+    for name in args.models or NAMES:
+        train_one(name, args.iters, args.seed, Path(args.out), progress=not args.no_progress)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
