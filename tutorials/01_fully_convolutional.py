@@ -18,6 +18,10 @@
 #    (a 224 x 224 classifier slid over a 384 x 384 image).
 #
 # Notation: arrays are (N, C, H, W); a kernel is KH x KW.
+#
+# Set-up (first cell): `from _lesson import savefig, plt` makes minifcn importable
+# from a checkout (when it is not installed) and sends figures to `tutorials/figures/`
+# (or `$MINIFCN_FIGURES`).
 
 # %%
 import time

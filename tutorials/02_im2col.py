@@ -14,6 +14,10 @@
 # matmul against it, draws the shapes, derives the backward pass, and gradient-checks
 # it live. Notation: input (N, C, H, W), weight (C_out, C, KH, KW), stride S, padding P,
 # output (N, C_out, OH, OW) with OH = floor((H + 2P - KH) / S) + 1.
+#
+# Set-up (first cell): `from _lesson import savefig, plt` makes minifcn importable
+# from a checkout (when it is not installed) and sends figures to `tutorials/figures/`
+# (or `$MINIFCN_FIGURES`).
 
 # %%
 import numpy as np

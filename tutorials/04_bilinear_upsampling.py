@@ -13,6 +13,10 @@
 #    unchanged);
 # 4. lets the kernel be **learned** instead of fixed, with minifcn's hand-written
 #    backward pass, and compares the two.
+#
+# Set-up (first cell): `from _lesson import savefig, plt` makes minifcn importable
+# from a checkout (when it is not installed) and sends figures to `tutorials/figures/`
+# (or `$MINIFCN_FIGURES`).
 
 # %%
 import numpy as np

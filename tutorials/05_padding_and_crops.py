@@ -14,6 +14,10 @@
 # (minifcn computes them in `minifcn.models.geometry`; nothing is typed in). We derive
 # 19 | 5, 27 | 5, 9, 31, check a map by experiment, and break the net on purpose:
 # floor-mode pooling, and no padding.
+#
+# Set-up (first cell): `from _lesson import savefig, plt` makes minifcn importable
+# from a checkout (when it is not installed) and sends figures to `tutorials/figures/`
+# (or `$MINIFCN_FIGURES`).
 
 # %%
 import numpy as np

@@ -11,6 +11,10 @@
 # 2. how `minifcn.gradcheck.check_backward` turns a layer into a scalar function and
 #    checks every entry, or random directions for large shapes;
 # 3. that the check *catches* bugs: two deliberately broken backward passes fail.
+#
+# Set-up (first cell): `from _lesson import savefig, plt` makes minifcn importable
+# from a checkout (when it is not installed) and sends figures to `tutorials/figures/`
+# (or `$MINIFCN_FIGURES`).
 
 # %%
 import numpy as np
