@@ -329,4 +329,4 @@ savefig(fig, "01_shared_computation.png")
 # - The single pass shares the overlapping work. The score map is coarse, though: one
 #   score per 4 pixels here, per 32 pixels in VGG16. Lessons 3 and 4 show how FCNs
 #   upsample it back to pixels, lesson 5 how the output is aligned with the input, and
-#   lesson 6 how skip connections make it fine again.
+#   lesson 7 how skip connections make it fine again.
