@@ -141,3 +141,16 @@ def test_matmul_writes_into_out_on_numpy_and_returns_fresh_elsewhere(backend):
     assert (y is out) == (backend.name == "numpy")
     strides = bk.element_strides(backend.asarray(np.zeros((2, 3, 4))))
     assert strides == ((12, 4, 1) if backend.name in ("numpy", "cupy") else None)
+
+
+def test_scatter_add_rows_sums_repeats_natively_and_portably(backend):
+    rng = np.random.default_rng(0)
+    values = rng.standard_normal((3, 7))
+    index = rng.integers(0, 5, (3, 7))                        # repeats within a row
+    expected = np.zeros((3, 5))
+    for p in range(3):
+        for k in range(7):
+            expected[p, index[p, k]] += values[p, k]
+    v, i = backend.asarray(values), backend.asarray(index, dtype="int64")
+    np.testing.assert_allclose(bk.to_numpy(bk.scatter_add_rows(v, i, 5)), expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(bk.to_numpy(bk.scatter_add_rows_portable(v, i, 5)), expected, rtol=1e-12, atol=1e-12)

@@ -10,7 +10,7 @@ import pytest
 import reference as R
 from minifcn import functional as F
 from minifcn.backend import to_numpy
-from minifcn.functional.unpool import scatter_add_rows_portable
+from minifcn.backend import scatter_add_rows_portable
 from minifcn.gradcheck import check_backward
 
 

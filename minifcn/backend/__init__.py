@@ -25,7 +25,7 @@ One file per job; everything public is re-exported here, so
                 is_cupy, cupy_available, Backend, get_backend, backend_of,
                 to_numpy, to_backend
 ``rng``         RNG: seeded, resumable random numbers on every backend
-``native``      outside the array API, with fallbacks: bincount, matmul,
+``native``      outside the array API, with fallbacks: bincount, scatter_add_rows, matmul,
                 element_strides, as_strided
 ``threads``     CPU parallelism: row_bands, parallel_for, threads_for,
                 by_channels, blas_info; settings THREADS, BAND_ELEMENTS,
@@ -51,7 +51,7 @@ from . import threads as _threads
 from .arrays import (BACKEND_NAMES, Backend, backend_of, cupy_available, device, get_backend, is_cupy,
                      is_numpy, namespace, to_backend, to_numpy)
 from .frame import constant_frame
-from .native import as_strided, bincount, element_strides, matmul
+from .native import as_strided, bincount, element_strides, matmul, scatter_add_rows, scatter_add_rows_portable
 from .rng import RNG
 from .buffers import scratch
 from .threads import blas_info, by_channels, parallel_for, row_bands, threads_for
@@ -64,7 +64,7 @@ __all__ = [
     "BACKEND_NAMES", "namespace", "device", "is_numpy", "is_cupy", "cupy_available", "Backend",
     "get_backend", "backend_of", "to_numpy", "to_backend",
     "RNG",
-    "bincount", "matmul", "element_strides", "as_strided",
+    "bincount", "matmul", "element_strides", "as_strided", "scatter_add_rows", "scatter_add_rows_portable",
     "blas_info", "threads_for", "parallel_for", "row_bands", "by_channels",
     "scratch",
     "constant_frame",

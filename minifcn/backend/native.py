@@ -10,7 +10,7 @@ import importlib
 
 import numpy as np
 
-from .arrays import device, is_cupy, is_numpy, namespace
+from .arrays import device, is_cupy, is_numpy, namespace, to_numpy
 
 
 def bincount(x, minlength: int):
@@ -50,3 +50,50 @@ def as_strided(x, shape, strides_in_elements):
         item = x.itemsize
         return cupy.lib.stride_tricks.as_strided(x, shape, [s * item for s in strides_in_elements])
     return None
+
+
+def scatter_add_rows_portable(values, index, size):
+    """Gather-only scatter-add for any array API namespace.
+
+    values: (P, K) float; index: (P, K) int64 in [0, size) -> out: (P, size) with
+    ``out[p, j] = sum of values[p, k] over k with index[p, k] == j`` (zero if none).
+    Sorting puts each plane's equal indices in one run; ``searchsorted`` finds where
+    the run of every output position j starts and ends; the runs are added one element
+    at a time (as many steps as the longest run: 1 for unique indices), so sums are exact
+    sums, not differences of prefix sums. Reads the longest run length to the host once.
+    """
+    xp = namespace(values, index)
+    dev = device(values)
+    p, k = values.shape
+    if p * k == 0:
+        return xp.zeros((p, size), dtype=values.dtype, device=dev)
+    order = xp.argsort(index, axis=1, stable=True)
+    offsets = xp.reshape(xp.arange(p, dtype=xp.int64, device=dev) * size, (p, 1))
+    keys = xp.reshape(xp.take_along_axis(index, order, axis=1) + offsets, (-1,))       # sorted, 1-D
+    ordered = xp.reshape(xp.take_along_axis(values, order, axis=1), (-1,))
+    targets = xp.reshape(xp.reshape(xp.arange(size, dtype=xp.int64, device=dev), (1, size)) + offsets, (-1,))
+    start = xp.searchsorted(keys, targets, side="left")
+    stop = xp.searchsorted(keys, targets, side="right")
+    longest = int(to_numpy(xp.max(stop - start)))
+    out = xp.zeros(p * size, dtype=values.dtype, device=dev)
+    for step in range(longest):
+        pos = start + step
+        hit = pos < stop
+        picked = xp.take(ordered, xp.where(hit, pos, xp.zeros_like(pos)), axis=0)
+        out = out + picked * xp.astype(hit, values.dtype)
+    return xp.reshape(out, (p, size))
+
+
+def scatter_add_rows(values, index, size):
+    """``out[p, index[p, k]] += values[p, k]`` for values, index (P, K) -> out (P, size), repeats summed.
+
+    NumPy and CuPy use their own ``bincount`` with weights; other namespaces
+    :func:`scatter_add_rows_portable`."""
+    if is_numpy(values) or is_cupy(values):
+        xp = namespace(values)          # array_api_compat's numpy / cupy: their own bincount
+        p, k = values.shape
+        offsets = xp.reshape(xp.arange(p, dtype=xp.int64, device=device(values)) * size, (p, 1))
+        flat = xp.reshape(index + offsets, (-1,))
+        out = xp.bincount(flat, weights=xp.reshape(values, (-1,)), minlength=p * size)
+        return xp.reshape(xp.astype(out, values.dtype, copy=False), (p, size))
+    return scatter_add_rows_portable(values, index, size)

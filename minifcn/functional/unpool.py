@@ -27,7 +27,7 @@ from __future__ import annotations
 import operator
 from typing import Any, NamedTuple
 
-from ..backend import device, is_cupy, is_numpy, namespace, to_numpy
+from ..backend import namespace, scatter_add_rows, to_numpy
 from .checks import check_float, check_ndim
 
 
@@ -64,50 +64,6 @@ def _check_range(xp, flat, hw_out, output_size):
                          f"is output_size too small for these indices?")
 
 
-def scatter_add_rows_portable(values, index, size):
-    """Gather-only scatter-add for any array API namespace.
-
-    values: (P, K) float; index: (P, K) int64 in [0, size) -> out: (P, size) with
-    ``out[p, j] = sum of values[p, k] over k with index[p, k] == j`` (zero if none).
-    Sorting puts each plane's equal indices in one run; ``searchsorted`` finds where
-    the run of every output position j starts and ends; the runs are added one element
-    at a time (as many steps as the longest run: 1 for unique indices), so sums are exact
-    sums, not differences of prefix sums. Reads the longest run length to the host once.
-    """
-    xp = namespace(values, index)
-    dev = device(values)
-    p, k = values.shape
-    if p * k == 0:
-        return xp.zeros((p, size), dtype=values.dtype, device=dev)
-    order = xp.argsort(index, axis=1, stable=True)
-    offsets = xp.reshape(xp.arange(p, dtype=xp.int64, device=dev) * size, (p, 1))
-    keys = xp.reshape(xp.take_along_axis(index, order, axis=1) + offsets, (-1,))       # sorted, 1-D
-    ordered = xp.reshape(xp.take_along_axis(values, order, axis=1), (-1,))
-    targets = xp.reshape(xp.reshape(xp.arange(size, dtype=xp.int64, device=dev), (1, size)) + offsets, (-1,))
-    start = xp.searchsorted(keys, targets, side="left")
-    stop = xp.searchsorted(keys, targets, side="right")
-    longest = int(to_numpy(xp.max(stop - start)))
-    out = xp.zeros(p * size, dtype=values.dtype, device=dev)
-    for step in range(longest):
-        pos = start + step
-        hit = pos < stop
-        picked = xp.take(ordered, xp.where(hit, pos, xp.zeros_like(pos)), axis=0)
-        out = out + picked * xp.astype(hit, values.dtype)
-    return xp.reshape(out, (p, size))
-
-
-def _scatter_add_rows(values, index, size):
-    """``out[p, index[p, k]] += values[p, k]``; NumPy/CuPy natively, others portably."""
-    if is_numpy(values) or is_cupy(values):
-        xp = namespace(values)          # array_api_compat's numpy / cupy: their own bincount
-        p, k = values.shape
-        offsets = xp.reshape(xp.arange(p, dtype=xp.int64, device=device(values)) * size, (p, 1))
-        flat = xp.reshape(index + offsets, (-1,))
-        out = xp.bincount(flat, weights=xp.reshape(values, (-1,)), minlength=p * size)
-        return xp.reshape(xp.astype(out, values.dtype, copy=False), (p, size))
-    return scatter_add_rows_portable(values, index, size)
-
-
 def max_unpool2d(x, indices, output_size):
     """Max-unpooling. x: (N, C, h, w), indices: (N, C, h, w) integer -> ``(y, cache)``.
 
@@ -132,7 +88,7 @@ def max_unpool2d(x, indices, output_size):
     flat = xp.reshape(xp.astype(indices, xp.int64), (n * c, h * w))
     if n * c * h * w > 0:
         _check_range(xp, flat, out_h * out_w, (out_h, out_w))
-    y = _scatter_add_rows(xp.reshape(x, (n * c, h * w)), flat, out_h * out_w)
+    y = scatter_add_rows(xp.reshape(x, (n * c, h * w)), flat, out_h * out_w)
     return xp.reshape(y, (n, c, out_h, out_w)), UnpoolCache(flat, (n, c, h, w), (out_h, out_w))
 
 
