@@ -141,25 +141,37 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def save_prediction_tiles(images, labels, preds, path, class_names) -> Path:
-    """One row per sample: image | ground truth | prediction, in VOC colours, with a
-    legend of the classes that appear. ``images`` RGB uint8 (H, W, 3); ``labels`` and
-    ``preds`` (H, W) class ids (``labels`` may be ``None`` when there is no truth).
-    Each row is as tall as its image at the panel width (:func:`figure_grid`): no empty bands."""
+def save_prediction_tiles(images, labels, preds, path, class_names, crf_preds=None) -> Path:
+    """One row per sample: image | ground truth | prediction (| prediction + CRF), in VOC
+    colours, with a legend of the classes that appear. ``images`` RGB uint8 (H, W, 3);
+    ``labels`` and ``preds`` (H, W) class ids (``labels`` may be ``None`` when there is no
+    truth); ``crf_preds`` None or the (H, W) class ids after the dense CRF, one per image,
+    drawn in a fourth column. Each row is as tall as its image at the panel width
+    (:func:`figure_grid`): no empty bands."""
     images = list(images)
     preds = list(preds)
     labels = [None] * len(images) if labels is None else list(labels)
-    if not images or not len(images) == len(labels) == len(preds):
-        raise ValueError(f"need the same positive number of images, labels and preds, got "
-                         f"{len(images)}, {len(labels)}, {len(preds)}")
-    fig, axes = figure_grid([np.shape(im)[:2] for im in images], 3, panel_width=3.0, bottom=0.6)
+    crf_preds = None if crf_preds is None else list(crf_preds)
+    if not images or not len(images) == len(labels) == len(preds) or \
+            crf_preds is not None and len(crf_preds) != len(images):
+        raise ValueError(f"need the same positive number of images, labels and preds"
+                         f"{' and crf_preds' if crf_preds is not None else ''}, got "
+                         f"{len(images)}, {len(labels)}, {len(preds)}"
+                         f"{'' if crf_preds is None else f', {len(crf_preds)}'}")
+    ncols = 3 if crf_preds is None else 4
+    fig, axes = figure_grid([np.shape(im)[:2] for im in images], ncols, panel_width=3.0, bottom=0.6)
     present = set()
     for i, (im, lab, pred) in enumerate(zip(images, labels, preds)):
         panels = [("image", np.asarray(im)), ("ground truth", None if lab is None else colorize(lab)),
                   ("prediction", colorize(pred))]
-        present.update(np.unique(_as_label(pred)).tolist())
+        shown = [pred]
+        if crf_preds is not None:
+            panels.append(("prediction + CRF", colorize(crf_preds[i])))
+            shown.append(crf_preds[i])
         if lab is not None:
-            present.update(np.unique(_as_label(lab)).tolist())
+            shown.append(lab)
+        for m in shown:
+            present.update(np.unique(_as_label(m)).tolist())
         for ax, (title, picture) in zip(axes[i], panels):
             ax.axis("off")
             if picture is not None:

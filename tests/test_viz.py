@@ -102,3 +102,17 @@ def test_prediction_tiles_and_per_class_iu(tmp_path, rng):
     with pytest.raises(ValueError, match="must match"):
         viz.plot_per_class_iu([0.5], names, tmp_path / "iu2.png")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["iu.png", "pred.png", "tiles.png"]
+
+
+def test_prediction_tiles_with_crf_column(tmp_path, rng):
+    """prediction + CRF is a fourth column: the picture is 4/3 as wide, with the same rows."""
+    images = [rng.integers(0, 256, (40, 60, 3), dtype=np.uint8) for _ in range(2)]
+    labels = [rng.integers(0, 3, (40, 60)) for _ in range(2)]
+    preds = [rng.integers(0, 3, (40, 60)) for _ in range(2)]
+    names = ("background", "disk", "ring")
+    _, (w3, h3) = png_size(viz.save_prediction_tiles(images, labels, preds, tmp_path / "three.png", names))
+    _, (w4, h4) = png_size(viz.save_prediction_tiles(images, labels, preds, tmp_path / "four.png", names,
+                                                     crf_preds=preds[::-1]))
+    assert w4 == pytest.approx(w3 * 4 / 3, rel=0.08) and h4 == pytest.approx(h3, rel=0.08)
+    with pytest.raises(ValueError, match="crf_preds, got 2, 2, 2, 1"):
+        viz.save_prediction_tiles(images, labels, preds, tmp_path / "bad.png", names, crf_preds=preds[:1])
