@@ -92,22 +92,35 @@ def _combine(xp, fast, out, axis, terms):
     return xp.stack([op(a, b) for op, a, b in terms], axis=axis)
 
 
+def _kron(g):
+    """kron(g, g) as nested lists: row 4 xi + nu, column 3 k + l holds g[xi][k] g[nu][l]."""
+    return [[g[xi][k] * g[nu][l] for k in range(3) for l in range(3)] for xi in range(4) for nu in range(4)]
+
+
+_GG = _kron(_G)                  # (16, 9): vec(G g G^T) = _GG @ vec(g)
+_GG_SIGNED = _kron(_G_SIGNED)    # (16, 9): vec((S G)^T dU (S G)) = _GG_SIGNED^T @ vec(dU)
+
+
 def transform_weight(weight):
-    """U = G g G^T for every (o, c): weight (C_out, C, 3, 3) -> (16, C_out, C), row-major (xi, nu)."""
+    """U = G g G^T for every (o, c): weight (C_out, C, 3, 3) -> (16, C_out, C), row-major (xi, nu).
+
+    One GEMM: U as (16, C_out C) = kron(G, G) (16, 9) @ weight as (9, C_out C)."""
     xp = namespace(weight)
     c_out, c_in = weight.shape[:2]
-    g = xp.asarray(_G, dtype=weight.dtype, device=device(weight))
-    u = g @ weight @ xp.matrix_transpose(g)                              # (C_out, C, 4, 4)
-    return xp.reshape(xp.permute_dims(u, (2, 3, 0, 1)), (16, c_out, c_in))
+    gg = xp.asarray(_GG, dtype=weight.dtype, device=device(weight))
+    # a lone item of parallel_for: BLAS with one thread (a small multi-threaded call waits for cores)
+    u, = parallel_for(lambda: gg @ xp.matrix_transpose(xp.reshape(weight, (c_out * c_in, 9))), [()], weight)
+    return xp.reshape(u, (16, c_out, c_in))
 
 
 def inverse_transform_weight_gradient(du):
-    """dg = (S G)^T dU (S G): du (16, C_out, C) -> dweight (C_out, C, 3, 3)."""
+    """dg = (S G)^T dU (S G): du (16, C_out, C) -> dweight (C_out, C, 3, 3), as one GEMM
+    du as (C_out C, 16) @ kron(S G, S G) (16, 9)."""
     xp = namespace(du)
     c_out, c_in = du.shape[1:]
-    g = xp.asarray(_G_SIGNED, dtype=du.dtype, device=device(du))
-    du = xp.permute_dims(xp.reshape(du, (4, 4, c_out, c_in)), (2, 3, 0, 1))     # (C_out, C, 4, 4)
-    return xp.matrix_transpose(g) @ du @ g
+    gg = xp.asarray(_GG_SIGNED, dtype=du.dtype, device=device(du))
+    dg, = parallel_for(lambda: xp.matrix_transpose(xp.reshape(du, (16, c_out * c_in))) @ gg, [()], du)
+    return xp.reshape(dg, (c_out, c_in, 3, 3))
 
 
 # Band layout. A band holds tile rows t0 .. t0 + nt - 1. Each (n, c) plane's tiles are
