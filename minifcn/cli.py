@@ -21,9 +21,12 @@ COMMANDS = {
     "selftest": ("minifcn.selftest", "gradient-check every layer on a backend and print a table"),
     "make-dataset": ("minifcn.data.synthetic", "write the built-in shapes data set as a VOCdevkit tree"),
     "train": ("minifcn.train", "train an FCN on the built-in data set or a VOC folder"),
-    "eval": ("minifcn.evaluate", "evaluate a checkpoint: the four metrics, per-class IU chart, prediction tiles"),
-    "predict": ("minifcn.evaluate:predict_verb", "segment images: palette PNG label maps and overlays"),
-    "demo": ("minifcn.demo", "build the built-in data set, train a small FCN-8s, evaluate, draw pictures"),
+    "eval": ("minifcn.evaluate", "evaluate a checkpoint: the four metrics, per-class IU chart, prediction tiles "
+                                 "(--crf: also after the dense CRF, side by side)"),
+    "predict": ("minifcn.evaluate:predict_verb", "segment images: palette PNG label maps and overlays "
+                                                 "(--crf: refined by the dense CRF)"),
+    "demo": ("minifcn.demo", "build the built-in data set, train a small FCN-8s, evaluate, draw pictures "
+                             "(--compare: every architecture, without and with the dense CRF)"),
     "bench": ("minifcn.bench", "time a training step (forward, backward, SGD) per layer type, optionally against PyTorch"),
     "convert": ("minifcn.convert", "turn a PyTorch state dict (VGG16 or torchfcn FCN) into a minifcn .npz"),
     "download-voc": ("minifcn.data.download", "download PASCAL VOC 2012 (resumable, checksummed) and extract it safely"),

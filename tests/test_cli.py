@@ -240,3 +240,18 @@ def test_a_bug_is_one_line_with_exit_code_1(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "internal error: AttributeError" in err and "--debug" in err
     assert cli_module.debugging() is False
+
+
+def test_crf_and_compare_flags_in_the_help(capsys):
+    for verb, flags in (("eval", ["--crf", "--crf-iterations", "--crf-w-appearance", "--crf-theta-alpha",
+                                  "--crf-theta-beta", "--crf-w-smooth", "--crf-theta-gamma"]),
+                        ("predict", ["--crf", "--crf-theta-alpha"]), ("demo", ["--compare", "--models", "--iters"])):
+        with pytest.raises(SystemExit):
+            cli([verb, "--help"])
+        help_text = " ".join(capsys.readouterr().out.split()).replace("- ", "-")
+        for flag in flags:
+            assert flag in help_text, (verb, flag)
+    with pytest.raises(SystemExit):
+        cli(["eval", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split()).replace("- ", "-")
+    assert "default 121 * max(H, W) / 500 per image" in help_text and "(default 10; needs --crf)" in help_text
