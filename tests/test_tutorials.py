@@ -4,7 +4,11 @@ Each lesson is run in a fresh interpreter from an unrelated working folder (less
 must find minifcn and their helper on their own), with ``MINIFCN_FIGURES`` pointing at
 a temporary folder; the test asserts exit status 0 and that every figure the lesson
 names was written. A second, cheap test checks that every lesson steps cleanly as
-notebook cells: percent-format cells that each compile on their own.
+notebook cells: percent-format cells that each compile on their own. When jupytext,
+nbclient and ipykernel are installed (``pip install -e ".[tutorials]"``), every lesson
+is converted to a notebook and one short lesson is executed in a Jupyter kernel, cell
+by cell, as a learner would step through it. The trained checkpoints the lessons load
+are checked to load in float32 through ``minifcn.models.load_model``.
 """
 import ast
 import os
@@ -13,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
@@ -22,7 +27,62 @@ FIGURE = re.compile(r"""["'](\d\d_[\w]+\.png)["']""")
 
 def test_lessons_present():
     numbers = [int(p.name[:2]) for p in LESSONS]
-    assert numbers == list(range(1, 9)), [p.name for p in LESSONS]
+    assert len(set(numbers)) == len(numbers), [p.name for p in LESSONS]
+    assert set(range(1, 9)) | {10} <= set(numbers), [p.name for p in LESSONS]
+    order = [p.stem for p in LESSONS[:7]]
+    assert order.index("06_loss_metrics_training") < order.index("07_skip_fusion")   # loss and metrics first
+
+
+@pytest.mark.parametrize("name", ["fcn32s", "fcn16s", "fcn8s"])
+def test_checkpoints_load(name):
+    from minifcn.io import load_npz
+    from minifcn.models import load_model
+
+    path = TUTORIALS / "checkpoints" / f"{name}.npz"
+    assert path.is_file(), f"{path} missing: python tutorials/train_checkpoints.py {name}"
+    assert path.stat().st_size < 6e6
+    arrays, meta = load_npz(path)
+    assert meta["model"]["name"] == name and meta["train"]["iterations"] > 0
+    assert all(a.dtype == np.float16 for k, a in arrays.items() if "/" not in k)
+    model = load_model(path, dtype="float32")
+    params = dict(model.named_parameters())
+    assert params and all(str(p.data.dtype) == "float32" for p in params.values())
+    key = "score_fr.weight"
+    assert np.array_equal(np.asarray(params[key].data), arrays[key].astype(np.float32))
+
+
+def test_notebooks_convert(tmp_path):
+    pytest.importorskip("jupytext")
+    sys.path.insert(0, str(TUTORIALS))
+    import make_notebooks
+
+    assert make_notebooks.main(["--out", str(tmp_path)]) == 0
+    import nbformat
+
+    for path in LESSONS:
+        nb = nbformat.read(tmp_path / (path.stem + ".ipynb"), as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert len(code) == 1 + sum(kind == "code" for kind, _ in cells(path))    # + the sys.path cell
+        assert "from _lesson import" in code[1].source
+
+
+def test_lesson_runs_as_notebook(tmp_path, monkeypatch):
+    for module in ("jupytext", "nbclient", "ipykernel"):
+        pytest.importorskip(module)
+    sys.path.insert(0, str(TUTORIALS))
+    import make_notebooks
+
+    figures = tmp_path / "figures"
+    monkeypatch.setenv("MINIFCN_FIGURES", str(figures))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    lesson = TUTORIALS / "10_dilated_convolution.py"
+    nb = make_notebooks.execute(make_notebooks.to_notebook(lesson, tmp_path), tmp_path, timeout=170)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "max |shift-and-stitch - a trous|" in text
+    assert {"10_receptive_field.png", "10_shift_and_stitch.png", "10_gridding.png"} <= \
+        {p.name for p in figures.glob("*.png")}
 
 
 def cells(path):
