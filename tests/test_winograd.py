@@ -219,3 +219,11 @@ def test_weight_gradient_padded_equals_backward_bands(backend, out_size, extra):
     xb, wb, dyb = _on(backend, xpad, w, dy)
     expected = to_numpy(bands.backward_bands(xb, dyb, wb, S, D, None)).reshape(w.shape)
     R.assert_close(winograd.weight_gradient_padded(xb, dyb), expected, atol=1e-10, rtol=1e-10)
+
+
+def test_pays_only_for_wide_numpy_layers(backend):
+    wide, narrow = (128, 128, 3, 3), (32, 16, 3, 3)
+    x = backend.asarray(np.zeros((1, 128, 4, 4)))
+    assert winograd.pays(x, wide, S, (1, 1), D) == (backend.name == "numpy")
+    assert not winograd.pays(x, narrow, S, (1, 1), D)
+    assert not winograd.pays(x, wide, (2, 2), (1, 1), D)

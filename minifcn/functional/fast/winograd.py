@@ -22,16 +22,18 @@ Backward, by the same machinery:
 * dx is the stride-1 3x3 convolution of dy padded by 2 - P with the flipped,
   channel-swapped kernel (:func:`.bands.dx_by_convolution`), so it runs the forward.
 * dweight is the adjoint of the forward in U: dU[xi, nu] = sum over tiles of
-  (A dY A^T)[xi, nu] @ V[xi, nu]^T, then dg = G^T dU G. Both sides of the GEMM are
-  transformed tiles (dy tiles 2x2 -> 4x4), the sum over tiles is the GEMM's inner axis.
+  (A e A^T)[xi, nu] @ V[xi, nu]^T for the 2x2 dy tiles e, then dg = G^T dU G. Both sides
+  of the 16 GEMMs are transformed tiles; the sum over tiles is the GEMMs' inner axis.
 
 Why faster: a 2x2 output block costs 16 multiplies per (o, c) instead of 36, 2.25x
-fewer, and the GEMM's inner axis is C rather than 9C (the transformed tiles take 16 values
-per 4 outputs where im2col takes 36). What it costs: the transforms (about 50 adds and
-copies per tile and channel, memory-bound) -- they pay when C_in and C_out are large
-enough for the GEMM to dominate; and float32 rounding: the transforms add and subtract
-up to 9 terms, so the error is a small multiple of the direct sum's (measured in
-tests/test_winograd.py: about 2e-7 relative to the output scale).
+fewer GEMM flops (the GEMMs' inner axis is C rather than 9C, and the transformed tiles
+hold 16 values per 4 outputs where im2col copies 36). What it costs: the transforms,
+memory-bound array ops (about 30 element writes per tile and input channel, 16 per tile
+and output channel), which in NumPy eat most of the saving unless C_in and C_out are
+both large enough for the GEMMs to dominate (see :func:`pays`); and float32 rounding:
+the transforms add and subtract up to 9 terms with weights 1/4 .. 1, so the error stays
+of the direct sum's size (tests/test_winograd.py reports 2e-7 .. 5e-7 of the output
+scale on FCN-like activations, the same as the im2col plan's).
 
 Work is done in bands of tile rows sized for a core's cache, on all cores
 (:func:`minifcn.backend.parallel_for`), each band's V, M and transform buffers reused
@@ -53,8 +55,10 @@ _G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
 _G_SIGNED = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, -1.0))
 _A_T = ((1, 1, 1, 0), (0, 1, -1, -1))
 
-MIN_BAND_TILES = 256     # fewer tiles per band leave the 16 GEMMs too thin
-BAND_SCALE = 1           # band size = BAND_SCALE * minifcn.backend's band elements
+MIN_BAND_TILES = 32      # fewer tiles per band leave the 16 GEMMs too thin
+BAND_SCALE = 4           # bands of BAND_SCALE x minifcn.backend's band elements: a band makes about 30
+                         # NumPy calls, and at 4x im2col's band size their overhead stops mattering
+                         # (measured at 256x256 on 2 cores: 16 channels 49 -> 24 ms, 32 channels 17 -> 13 ms)
 
 
 class ConvCache(NamedTuple):
@@ -72,6 +76,19 @@ def applies(w_shape, s, p, d):
     """Whether this plan computes the convolution: 3x3 kernel, stride 1, dilation 1, padding <= 2."""
     return (tuple(w_shape[2:]) == (3, 3) and tuple(s) == (1, 1) and tuple(d) == (1, 1)
             and 0 <= p[0] <= 2 and 0 <= p[1] <= 2)
+
+
+# Measured on the 2-core machine (float32, same-process A/B against bands): forward and
+# input gradient 1.2-1.4x faster with 128 or more channels on both sides, about even with
+# 64, slower (0.7-0.95x) with 16-32, where the memory-bound transforms outweigh the GEMMs.
+MIN_CHANNELS = 128
+
+
+def pays(x, w_shape, s, p, d):
+    """Whether the dispatcher should take this plan: it :func:`applies`, x is a NumPy array
+    (the plan runs everywhere, but it is measured on CPUs only) and C_in and C_out are both
+    at least MIN_CHANNELS."""
+    return applies(w_shape, s, p, d) and is_numpy(x) and min(w_shape[0], w_shape[1]) >= MIN_CHANNELS
 
 
 def _fast(x):
@@ -205,9 +222,14 @@ def _output_transform(m, y, t0, nt, tw):
 
 def _band_rows(th, tw, per_tile, like):
     """Bands of tile rows: about BAND_SCALE x the backend's band elements each (``per_tile``
-    elements per tile), at least MIN_BAND_TILES tiles, but a band for every thread."""
-    min_rows = min(-(-MIN_BAND_TILES // (tw + 1)), -(-th // threads_for(like)))
-    return row_bands(th, per_tile * (tw + 1) // max(1, BAND_SCALE), like, min_rows)
+    elements per tile), at least MIN_BAND_TILES tiles; on several threads at least two
+    bands per thread, so that a thread that gets no core simply takes fewer."""
+    threads = threads_for(like)
+    bands = row_bands(th, per_tile * (tw + 1) // max(1, BAND_SCALE), like, -(-MIN_BAND_TILES // (tw + 1)))
+    if threads > 1 and len(bands) < 2 * threads:
+        step = -(-th // (2 * threads))
+        bands = [(r, min(r + step, th)) for r in range(0, th, step)]
+    return bands
 
 
 def _extended(xpad, size, slot):
