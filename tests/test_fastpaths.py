@@ -21,6 +21,14 @@ from minifcn.functional.fast import bands, frame
 from minifcn.functional.im2col import col2im, pair
 from minifcn.gradcheck import check_backward
 
+
+@pytest.fixture(autouse=True)
+def fast_path():
+    """These tests compare the fast paths with the reference: run F.* on the fast paths
+    even under MINIFCN_REFERENCE=1 (the reference side is called explicitly)."""
+    with F.use_reference(False):
+        yield
+
 # (x shape, weight shape, stride, padding, dilation): FCN shapes in miniature
 CONV_CASES = [
     ((1, 3, 6, 5), (4, 3, 3, 3), 1, 3, 1),       # conv1_1-like: padding beyond the kernel's reach

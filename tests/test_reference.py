@@ -22,6 +22,14 @@ from minifcn.functional.fast import bands, frame, phase, pool, reach
 from minifcn.gradcheck import check_backward
 from minifcn.models import build
 
+
+@pytest.fixture(autouse=True)
+def fast_path():
+    """These tests compare the fast paths with the reference: run F.* on the fast paths
+    even under MINIFCN_REFERENCE=1 (the reference side is called explicitly)."""
+    with F.use_reference(False):
+        yield
+
 CONV_CASES = [  # (x shape, weight shape, stride, padding, dilation)
     ((1, 3, 6, 5), (4, 3, 3, 3), 1, 3, 1),          # padding beyond the kernel's reach
     ((2, 2, 7, 6), (3, 2, 3, 3), 1, 1, 1),          # 3x3 same padding, batch 2
@@ -168,7 +176,7 @@ def test_max_pool2d_indices_agree_with_torch():
 
 def test_use_reference_switches_every_op_and_restores():
     x, w = np.ones((1, 2, 5, 5)), np.ones((3, 2, 3, 3))
-    assert not F.reference_enabled()
+    assert not F.reference_enabled()                       # the fixture's fast path
     with F.use_reference():
         assert F.reference_enabled()
         assert isinstance(F.conv2d(x, w, None, 1, 101)[1], ref.ConvCache)      # no bias-border plan
