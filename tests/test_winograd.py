@@ -13,6 +13,7 @@ import pytest
 
 import reference as R
 from minifcn import backend as B
+from minifcn import functional as F
 from minifcn.backend import to_numpy
 from minifcn.functional import reference
 from minifcn.functional.fast import bands, winograd
@@ -227,3 +228,31 @@ def test_pays_only_for_wide_numpy_layers(backend):
     assert winograd.pays(x, wide, S, (1, 1), D) == (backend.name == "numpy")
     assert not winograd.pays(x, narrow, S, (1, 1), D)
     assert not winograd.pays(x, wide, (2, 2), (1, 1), D)
+
+
+def test_dispatcher_takes_winograd_for_wide_layers_and_it_equals_the_reference(monkeypatch):
+    from minifcn import backend as B
+    from minifcn.functional import reference
+
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((1, 128, 13, 11))
+    w = rng.standard_normal((128, 128, 3, 3)) * 0.03
+    b = rng.standard_normal(128)
+    with F.use_reference(False):
+        results = []
+        for threads in (1, 2, 16):                       # the same numbers whatever the core count
+            monkeypatch.setattr(B, "THREADS", threads)
+            y, cache = F.conv2d(x.astype(np.float32), w.astype(np.float32), b.astype(np.float32), 1, 1)
+            assert isinstance(cache, winograd.ConvCache)
+            results.append((y,) + F.conv2d_backward(np.ones_like(y), cache))
+        for other in results[1:]:
+            for a, e in zip(results[0], other):
+                np.testing.assert_array_equal(a, e)
+        y, cache = F.conv2d(x, w, b, 1, 1)
+        assert isinstance(cache, winograd.ConvCache)
+        dy = rng.standard_normal(y.shape)
+        got = (y,) + F.conv2d_backward(dy, cache)
+    y_ref, cache_ref = reference.conv2d(x, w, b, 1, 1)
+    for a, e in zip(got, (y_ref,) + reference.conv2d_backward(dy, cache_ref)):
+        np.testing.assert_allclose(a, e, atol=1e-10, rtol=1e-10)
+    assert not isinstance(F.conv2d(x[:, :64], w[:64, :64], None, 1, 1)[1], winograd.ConvCache)  # 64 channels: bands

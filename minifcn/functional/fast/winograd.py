@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ...backend import device, is_cupy, is_numpy, matmul, namespace, parallel_for, row_bands, scratch, threads_for
+from ...backend import device, is_cupy, is_numpy, matmul, namespace, parallel_for, row_bands, scratch
 from ..im2col import pad2d
 
 _B_T = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
@@ -83,6 +83,8 @@ def applies(w_shape, s, p, d):
 # 64, slower (0.7-0.95x) with 16-32, where the memory-bound transforms outweigh the GEMMs.
 MIN_CHANNELS = 128
 
+
+MIN_BANDS = 4                  # bands per call on NumPy, whatever the core count
 
 def pays(x, w_shape, s, p, d):
     """Whether the dispatcher should take this plan: it :func:`applies`, x is a NumPy array
@@ -222,12 +224,12 @@ def _output_transform(m, y, t0, nt, tw):
 
 def _band_rows(th, tw, per_tile, like):
     """Bands of tile rows: about BAND_SCALE x the backend's band elements each (``per_tile``
-    elements per tile), at least MIN_BAND_TILES tiles; on several threads at least two
-    bands per thread, so that a thread that gets no core simply takes fewer."""
-    threads = threads_for(like)
+    elements per tile), at least MIN_BAND_TILES tiles; on NumPy at least MIN_BANDS bands,
+    so that the cores share them and a thread that gets no core simply takes fewer. The
+    split depends on the sizes only, never on the core count, so results do not either."""
     bands = row_bands(th, per_tile * (tw + 1) // max(1, BAND_SCALE), like, -(-MIN_BAND_TILES // (tw + 1)))
-    if threads > 1 and len(bands) < 2 * threads:
-        step = -(-th // (2 * threads))
+    if is_numpy(like) and len(bands) < MIN_BANDS:
+        step = -(-th // MIN_BANDS)
         bands = [(r, min(r + step, th)) for r in range(0, th, step)]
     return bands
 
