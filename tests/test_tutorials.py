@@ -28,12 +28,12 @@ FIGURE = re.compile(r"""["'](\d\d_[\w]+\.png)["']""")
 def test_lessons_present():
     numbers = [int(p.name[:2]) for p in LESSONS]
     assert len(set(numbers)) == len(numbers), [p.name for p in LESSONS]
-    assert set(range(1, 9)) | {10} <= set(numbers), [p.name for p in LESSONS]
+    assert numbers == list(range(1, 13)), [p.name for p in LESSONS]
     order = [p.stem for p in LESSONS[:7]]
     assert order.index("06_loss_metrics_training") < order.index("07_skip_fusion")   # loss and metrics first
 
 
-@pytest.mark.parametrize("name", ["fcn32s", "fcn16s", "fcn8s"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in (TUTORIALS / "checkpoints").glob("*.npz")))
 def test_checkpoints_load(name):
     from minifcn.io import load_npz
     from minifcn.models import load_model
@@ -47,8 +47,13 @@ def test_checkpoints_load(name):
     model = load_model(path, dtype="float32")
     params = dict(model.named_parameters())
     assert params and all(str(p.data.dtype) == "float32" for p in params.values())
-    key = "score_fr.weight"
+    key = next(iter(params))
     assert np.array_equal(np.asarray(params[key].data), arrays[key].astype(np.float32))
+
+
+def test_checkpoints_present():
+    have = {p.stem for p in (TUTORIALS / "checkpoints").glob("*.npz")}
+    assert {"fcn32s", "fcn16s", "fcn8s", "deeplab-largefov"} <= have, sorted(have)
 
 
 def test_notebooks_convert(tmp_path):

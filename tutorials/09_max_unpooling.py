@@ -13,17 +13,20 @@
 # 3. shows that unpooling **is** the backward pass of max pooling (and its own
 #    backward is a gather, the adjoint);
 # 4. compares unpooling with FCN's bilinear transposed convolution on the same
-#    stride-8 maps: sparse and exactly placed versus dense and smooth.
+#    stride-8 maps: sparse and exactly placed versus dense and smooth;
+# 5. shows a trained SegNet's segmentations next to the trained FCN-8s's.
 #
 # Set-up (first cell): `from _lesson import ...` makes minifcn importable from a
-# checkout and sends figures to `tutorials/figures/`. Runs in a few seconds. (A
-# trained SegNet is not among the lesson checkpoints yet; this lesson uses the ops.)
+# checkout and sends figures to `tutorials/figures/`. Runs in a few seconds; section 5
+# loads a trained SegNet from `tutorials/checkpoints/`.
 
 # %%
 import numpy as np
 
-from _lesson import class_legend, plt, savefig, val_samples
+from _lesson import class_legend, load_checkpoint, plt, savefig, val_samples
 from minifcn import functional as F
+from minifcn.evaluate import evaluate, predict
+from minifcn.metrics import scores
 from minifcn.init import bilinear_kernel
 from minifcn.viz import colorize
 
@@ -173,6 +176,45 @@ class_legend(fig, ncol=4)
 savefig(fig, "09_source.png")
 
 # %% [markdown]
+# ## 5. A trained SegNet next to the trained FCN-8s
+#
+# `tutorials/checkpoints/segnet.npz` is minifcn's SegNet (VGG16 encoder with batch
+# normalisation and index-keeping pools, the mirrored decoder that unpools and
+# convolves) trained exactly like the FCNs (`python tutorials/train_checkpoints.py
+# segnet`: lesson 6's recipe, 1500 steps from scratch, width 1/8). One small run each:
+# the numbers compare these two checkpoints, not the architectures in general. And
+# they are lopsided: in the same 1500 steps SegNet has barely started (training loss
+# about 1.0 against FCN-8s's 0.43); its predictions are speckled and find some disks
+# and squares, little else.
+# Its decoder has to learn to fill in the unpooled zeros, with batch normalisation
+# over a single canvas per step; this run does not tell which of those slows it.
+
+# %%
+nets = {"fcn8s": load_checkpoint("fcn8s")[0], "segnet": load_checkpoint("segnet")[0]}
+evaluated = {name: evaluate(net, val, progress=False) for name, net in nets.items()}
+for name, (r, _, _) in evaluated.items():
+    print(f"{name:7s} mean IU {r['mean_iu']:.3f}  per class {[round(v, 2) for v in r['per_class_iu']]}")
+hist = evaluated["segnet"][1]
+hist_background = np.zeros_like(hist)
+hist_background[:, 0] = hist.sum(axis=1)                  # predicting background everywhere (lesson 6)
+seg, fcn8 = evaluated["segnet"][0], evaluated["fcn8s"][0]
+print(f"predicting background everywhere: mean IU {scores(hist_background)['mean_iu']:.3f}")
+assert seg["mean_iu"] > scores(hist_background)["mean_iu"]           # above background only, if barely
+assert fcn8["mean_iu"] > seg["mean_iu"] + 0.2                          # far behind FCN-8s after 1500 steps
+shown = [0, 3]
+fig, axes = plt.subplots(len(shown), 4, figsize=(12, 3.1 * len(shown) + 0.5))
+for r, i in enumerate(shown):
+    img, lab = val[i]
+    panels = [(img, "image"), (colorize(lab), "ground truth")]
+    panels += [(colorize(predict(net, img)), name) for name, net in nets.items()]
+    for ax, (picture, title) in zip(axes[r], panels):
+        ax.imshow(picture, interpolation="nearest")
+        ax.set_title(title)
+        ax.axis("off")
+class_legend(fig)
+savefig(fig, "09_segnet_vs_fcn8s.png")
+
+# %% [markdown]
 # ## What we saw
 #
 # - Max pooling with indices stores the flat position h * W + w of each window's
@@ -182,3 +224,5 @@ savefig(fig, "09_source.png")
 # - After three pools, unpooling keeps at most 1 pixel in 64, each exactly in place;
 #   bilinear upsampling is dense but smears thin structures. SegNet's decoder
 #   convolutions densify the sparse maps; FCN's skips add finer scores instead.
+# - Trained the same short way, this small SegNet is far behind FCN-8s (mean IU about
+#   0.18 against 0.51): its decoder has much more to learn.
