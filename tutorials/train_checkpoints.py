@@ -1,18 +1,23 @@
-"""Train the small checkpoints that lessons 6 and 7 load: FCN-32s, FCN-16s, FCN-8s.
+"""Train the small checkpoints the lessons load: FCN-32s, FCN-16s, FCN-8s (lessons 6, 7, 12),
+DeepLab-LargeFOV (lesson 11) and SegNet (lesson 9).
 
-    python tutorials/train_checkpoints.py              # all three, about 3-4 minutes each on 2 cores
-    python tutorials/train_checkpoints.py fcn8s        # just one
+    python tutorials/train_checkpoints.py                          # the three FCNs
+    python tutorials/train_checkpoints.py deeplab-largefov segnet  # the other two
+    python tutorials/train_checkpoints.py fcn8s                    # just one
+
+About 3-8 minutes per net on a quiet 2-core CPU (measured 184 s for DeepLab-LargeFOV,
+358 s for SegNet, 479-1004 s for the FCNs on a shared one).
 
 Each net is trained from scratch on the built-in data set with minifcn's own trainer
 (:class:`minifcn.train.Trainer`) and the demo's recipe (``minifcn.demo.RECIPE``: width
 1/8, 2 x 2 crops of up to 128 px per canvas, SGD momentum 0.9, lr 0.01 with a 50-step
 warm-up and poly decay, class weights, no dropout), for a fixed number of iterations
 and a fixed seed, so the same command gives the same nets (up to the last bits of
-multi-threaded float32 sums). The three nets get the same recipe and the same number
-of iterations: the lessons compare them like for like.
+multi-threaded float32 sums). All nets get the same recipe and the same number of
+iterations: the lessons compare them like for like.
 
-The parameters are stored as float16 in ``tutorials/checkpoints/<name>.npz`` (about 4 MB
-each) with the usual minifcn metadata, so ``minifcn.models.load_model(path,
+The parameters are stored as float16 in ``tutorials/checkpoints/<name>.npz`` (4.2-4.5 MB
+for the FCNs, under 1 MB for the others) with the usual minifcn metadata, so ``minifcn.models.load_model(path,
 dtype="float32")`` rebuilds the net in float32 (without ``dtype`` the net would stay
 float16). The training settings, iterations, seconds and final loss are in
 ``meta["train"]``.
