@@ -42,7 +42,8 @@ def test_checkpoints_load(name):
     assert path.is_file(), f"{path} missing: python tutorials/train_checkpoints.py {name}"
     assert path.stat().st_size < 6e6
     arrays, meta = load_npz(path)
-    assert meta["model"]["name"] == name and meta["train"]["iterations"] > 0
+    assert name == meta["model"]["name"] or name.startswith(meta["model"]["name"] + "-")   # e.g. segnet-4500
+    assert meta["train"]["iterations"] > 0
     assert all(a.dtype == np.float16 for k, a in arrays.items() if "/" not in k)
     model = load_model(path, dtype="float32")
     params = dict(model.named_parameters())

@@ -4,6 +4,7 @@ DeepLab-LargeFOV (lesson 11) and SegNet (lesson 9).
     python tutorials/train_checkpoints.py                          # the three FCNs
     python tutorials/train_checkpoints.py deeplab-largefov segnet  # the other two
     python tutorials/train_checkpoints.py fcn8s                    # just one
+    python tutorials/train_checkpoints.py segnet --iters 4500 --suffix -4500   # lesson 9's longer run
 
 About 3-8 minutes per net on a quiet 2-core CPU (measured 184 s for DeepLab-LargeFOV,
 358 s for SegNet, 479-1004 s for the FCNs on a shared one).
@@ -50,8 +51,8 @@ ITERS = 1500
 SEED = 0
 
 
-def train_one(name, iters=ITERS, seed=SEED, out_dir=CHECKPOINTS, progress=True):
-    """Train ``name`` and write ``out_dir/name.npz`` (float16); returns the path."""
+def train_one(name, iters=ITERS, seed=SEED, out_dir=CHECKPOINTS, progress=True, suffix=""):
+    """Train ``name`` and write ``out_dir/<name><suffix>.npz`` (float16); returns the path."""
     with tempfile.TemporaryDirectory(prefix=f"minifcn-{name}-") as work:
         config = TrainConfig(out=work, data="builtin", model=name, seed=seed, iters=iters, val_every=0,
                              checkpoint_every=10 ** 9, log_every=25, **RECIPE)
@@ -63,10 +64,13 @@ def train_one(name, iters=ITERS, seed=SEED, out_dir=CHECKPOINTS, progress=True):
     arrays = {k: np.asarray(v, dtype=np.float16) for k, v in trainer.model.state_dict().items()}
     meta = {"model": trainer.model.config, "class_names": trainer.batches.class_names,
             "train": {"config": dataclasses.asdict(config), "iterations": iters, "seconds": round(seconds, 1),
-                      "losses": losses, "command": "python tutorials/train_checkpoints.py"}}
+                      "losses": losses,
+                      "command": f"python tutorials/train_checkpoints.py {name}"
+                                 + (f" --iters {iters}" if iters != ITERS else "")
+                                 + (f" --suffix {suffix}" if suffix else "")}}
     meta["train"]["config"]["out"] = None
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{name}.npz"
+    path = out_dir / f"{name}{suffix}.npz"
     save_npz(path, arrays, meta)
     print(f"{name}: {iters} iterations in {seconds:.0f} s, loss {losses[0][1]:.3f} -> {losses[-1][1]:.3f}, "
           f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)", flush=True)
@@ -80,13 +84,14 @@ def main(argv=None) -> int:
     p.add_argument("--iters", type=int, default=ITERS, help="iterations per net (default %(default)s)")
     p.add_argument("--seed", type=int, default=SEED)
     p.add_argument("--out", default=str(CHECKPOINTS), help="folder (default tutorials/checkpoints)")
+    p.add_argument("--suffix", default="", help="file name suffix, e.g. -4500 for segnet-4500.npz")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     bad = [m for m in args.models if m not in NAMES + OPTIONAL]
     if bad:
         p.error(f"unknown model {bad[0]!r}; expected one of {', '.join(NAMES + OPTIONAL)}")
     for name in args.models or NAMES:
-        train_one(name, args.iters, args.seed, Path(args.out), progress=not args.no_progress)
+        train_one(name, args.iters, args.seed, Path(args.out), progress=not args.no_progress, suffix=args.suffix)
     return 0
 
 
