@@ -222,8 +222,9 @@ savefig(fig, "09_segnet_vs_fcn8s.png")
 # %% [markdown]
 # In the pictures the longer-trained SegNet traces the thin bars' shape (first image)
 # where FCN-8s draws blobs, and it is as good on bars by IU, but its labels are noisy,
-# with speckles and mixed classes inside objects (one plausible reading: the decoder puts detail back in
-# place from the pooling indices and has not yet learned to make it consistent).
+# with speckles and mixed classes inside objects. One plausible reading: the decoder
+# puts detail back in place from the pooling indices and has not yet learned to make
+# it consistent.
 
 # %% [markdown]
 # ## What we saw
