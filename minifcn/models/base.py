@@ -122,3 +122,27 @@ class Model(Layer):
             raise ValueError(f"checkpoint {path} ({what}) cannot be loaded into {self.name} with "
                              f"n_class={getattr(self, 'n_class', '?')}: {exc}") from None
         return self
+
+
+class TrunkModel(Model):
+    """A model on a VGG16 trunk held inline as ``self.backbone`` (its layers named as the
+    model's own): the trunk's layer list, width, dropout RNG and output channels, which
+    the trainer and the coordinate-map arithmetic ask the model for."""
+
+    @property
+    def trunk(self):
+        """The trunk's ``(name, layer)`` list in forward order."""
+        return self.backbone.trunk
+
+    @property
+    def width(self):
+        return self.backbone.width
+
+    @property
+    def rng(self):
+        """The :class:`~minifcn.backend.RNG` every dropout layer draws from (the trainer saves it)."""
+        return self.backbone.rng
+
+    @property
+    def out_channels(self):
+        return self.backbone.out_channels

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 from .. import init as initializers
 from ..layers import Conv2d, Dropout, Interpolate, Layer, ReLU
-from .base import Model, check_n_class, register_model
+from .base import TrunkModel, check_n_class, register_model
 from .geometry import compose
 from .vgg import DEEPLAB_LARGEFOV, DEEPLAB_VGG16, DILATION_FRONTEND, FC, VGG16, channels
 
@@ -135,7 +135,7 @@ def context_module(c):
     return Chain(layers)
 
 
-class DilatedSegmenter(Model):
+class DilatedSegmenter(TrunkModel):
     """Base of the four models: a trunk from ``TRUNK`` (held inline, so parameters are named
     ``conv1_1.weight`` ... ``fc7.bias``), heads that score its output, their scores summed,
     and the bilinear resize back to the input.
@@ -165,23 +165,6 @@ class DilatedSegmenter(Model):
         """One ``[(name, layer)]`` per parallel head on the trunk's output (their scores add)."""
         return [[("fc8", score_layer(self.out_channels, self.n_class, init_rng))]]
 
-    # --- the trunk, as the model's own --------------------------------------------
-    @property
-    def trunk(self):
-        return self.backbone.trunk
-
-    @property
-    def width(self):
-        return self.backbone.width
-
-    @property
-    def rng(self):
-        """The :class:`~minifcn.backend.RNG` every dropout layer draws from (the trainer saves it)."""
-        return self.backbone.rng
-
-    @property
-    def out_channels(self):
-        return self.backbone.out_channels
 
     @property
     def config(self) -> dict:

@@ -29,7 +29,7 @@ import dataclasses
 
 from ..backend import backend_of
 from ..layers import Conv2d, ConvTranspose2d, Crop
-from .base import Model, check_n_class, register_model
+from .base import TrunkModel, check_n_class, register_model
 from .geometry import IDENTITY, compose, crop_offset
 from .vgg import FCN_VGG16, VGG16
 
@@ -50,7 +50,7 @@ class _Skip:
     crop: Crop       # aligns the skip's score with the upsampled h
 
 
-class FCN(Model):
+class FCN(TrunkModel):
     """Base class of the four FCNs: a VGG16 trunk (``TRUNK``, held as ``self.backbone``)
     plus the head built from ``SKIPS`` and ``FINAL``.
 
@@ -85,24 +85,6 @@ class FCN(Model):
             skip.crop.offset = offsets[skip.spec.score]
         self.crop_final.offset = offsets[self.FINAL[0]]
 
-    # --- the trunk, as the model's own --------------------------------------------
-    @property
-    def trunk(self):
-        """The trunk's ``(name, layer)`` list in forward order."""
-        return self.backbone.trunk
-
-    @property
-    def width(self):
-        return self.backbone.width
-
-    @property
-    def rng(self):
-        """The :class:`~minifcn.backend.RNG` every dropout layer draws from."""
-        return self.backbone.rng
-
-    @property
-    def out_channels(self):
-        return self.backbone.out_channels
 
     def trunk_until(self, name):
         return self.backbone.trunk_until(name)

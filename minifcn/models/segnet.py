@@ -36,7 +36,7 @@ import dataclasses
 
 from ..init import generator
 from ..layers import BatchNorm2d, Conv2d, MaxUnpool2d, ReLU
-from .base import Model, check_n_class, register_model
+from .base import TrunkModel, check_n_class, register_model
 from .vgg import SEGNET_ENCODER, VGG16, Stage, channels
 
 __all__ = ["SegNet", "DecoderStage", "decoder_table"]
@@ -70,7 +70,7 @@ def decoder_table(encoder=SEGNET_ENCODER):
 
 
 @register_model
-class SegNet(Model):
+class SegNet(TrunkModel):
     """SegNet: ``forward(x)`` x (N, 3, H, W) -> scores (N, n_class, H, W), any H, W >= 1;
     ``backward(dscores, need_dx=True)`` -> dx (None when ``need_dx`` is False), adding into
     every parameter's gradient.
@@ -114,19 +114,6 @@ class SegNet(Model):
     def _add(self, name, layer):
         setattr(self, name, layer)
         self.decoder.append((name, layer))
-
-    @property
-    def width(self):
-        return self.backbone.width
-
-    @property
-    def rng(self):
-        """The trunk's :class:`~minifcn.backend.RNG` (no layer of SegNet draws from it)."""
-        return self.backbone.rng
-
-    @property
-    def trunk(self):
-        return self.backbone.trunk
 
     @property
     def config(self) -> dict:
