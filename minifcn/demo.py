@@ -160,7 +160,7 @@ def run_demo(out="minifcn-demo", quick=False, compare=False, seconds=None, backe
         table = compare_table(results, list(CLASS_NAMES), crf)
         write_json(out / "compare.json", table)
         (out / "compare.md").write_text(format_markdown(table, crf) + "\n")
-        plot_comparison([val[i] for i in SHOWN if i < len(val)], preds, out / "compare.png")
+        plot_comparison([val[i] for i in SHOWN if i < len(val)], preds, out / "compare.png", CLASS_NAMES)
         print(format_table(table))
     wall = time.perf_counter() - start
     print(f"demo finished in {_duration(wall)}. Results in {out}/: metrics.json, curves.png, predictions.png, "
@@ -251,13 +251,17 @@ def _params(n) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k"
 
 
-def plot_comparison(samples, preds, path):
-    """One row per sample: image | ground truth | each model's prediction (story order).
-    The figure is sized from the images' aspect ratios, so the rows have no empty bands."""
-    from .viz import colorize, figure_grid, save_figure
+def plot_comparison(samples, preds, path, class_names):
+    """One row per sample: image | ground truth | each model's prediction (story order),
+    with a legend of the classes shown. The figure is sized from the images' aspect
+    ratios, so the rows have no empty bands."""
+    from .viz import class_legend, colorize, figure_grid, save_figure
 
     names = [n for n, _ in _story_order(preds)]
-    fig, axes = figure_grid([np.shape(im)[:2] for im, _ in samples], 2 + len(names), panel_width=2.2)
+    fig, axes = figure_grid([np.shape(im)[:2] for im, _ in samples], 2 + len(names), panel_width=2.2, bottom=0.5)
+    shown = {int(c) for _, label in samples for c in np.unique(label)}
+    shown |= {int(c) for n in names for p in preds[n] for c in np.unique(p)}
+    class_legend(fig, shown, list(class_names))
     for r, (image, label) in enumerate(samples):
         panels = [("image", image), ("ground truth", colorize(label))]
         panels += [(n, colorize(preds[n][r])) for n in names]

@@ -178,10 +178,16 @@ def save_prediction_tiles(images, labels, preds, path, class_names, crf_preds=No
                 ax.imshow(picture, interpolation="nearest")
             if i == 0:
                 ax.set_title(title)
-    handles = _legend_handles(sorted(present), class_names)
+    class_legend(fig, present, class_names)
+    return save_figure(fig, path)
+
+
+def class_legend(fig, ids, class_names):
+    """A legend below ``fig`` of the classes ``ids`` (255 = void) in their VOC colours;
+    the figure needs room at the bottom (``figure_grid(..., bottom=0.6)``)."""
+    handles = _legend_handles(sorted(ids), class_names)
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize=8,
                frameon=False)
-    return save_figure(fig, path)
 
 
 def _legend_handles(ids, class_names):

@@ -106,6 +106,18 @@ def test_compare_picture_has_no_empty_bands(tmp_path):
     samples = [(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), rng.integers(0, 3, (h, w)).astype(np.uint8))
                for h, w in [(96, 160), (150, 100), (128, 128)]]
     preds = {n: [s[1] for s in samples] for n in ("fcn32s", "fcn16s", "fcn8s")}
-    plot_comparison(samples, preds, tmp_path / "c.png")
+    plot_comparison(samples, preds, tmp_path / "c.png", ["background", "disk", "ring"])
     gap, height = _blank_rows(tmp_path / "c.png")
     assert gap <= 0.03 * height, (gap, height)
+
+
+def test_compare_picture_has_a_class_legend(tmp_path, monkeypatch):
+    from minifcn import demo, viz
+
+    seen = []
+    real = viz.class_legend
+    monkeypatch.setattr(viz, "class_legend", lambda fig, ids, names: seen.append((set(ids), names)) or real(fig, ids, names))
+    label = np.array([[0, 2], [2, 255]], np.uint8)
+    demo.plot_comparison([(np.zeros((2, 2, 3), np.uint8), label)], {"fcn8s": [np.array([[1, 1], [0, 0]])]},
+                         tmp_path / "c.png", ["background", "disk", "ring"])
+    assert seen == [({0, 1, 2, 255}, ["background", "disk", "ring"])]
