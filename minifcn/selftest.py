@@ -15,7 +15,8 @@ import numpy as np
 from . import functional as F
 from .backend import BACKEND_NAMES, RNG, cupy_available, get_backend
 from .gradcheck import check_backward, check_layer
-from .layers import Conv2d, ConvTranspose2d, Crop, Dropout, MaxPool2d, ReLU
+from .functional import reference
+from .layers import BatchNorm2d, Conv2d, ConvTranspose2d, Crop, Dropout, Interpolate, MaxPool2d, MaxUnpool2d, ReLU
 
 
 def cases(backend):
@@ -77,10 +78,37 @@ def cases(backend):
              functools.partial(F.softmax_cross_entropy, labels=B.asarray(ignored_image),
                                weight=B.asarray(np.array([0.5, 2.0, 1.0, 1.5]))),
              loss_backward, [arr(2, 4, 5, 6)])
+    yield op("reference conv2d 3x3 s2 p1 d(1,2)",
+             functools.partial(reference.conv2d, stride=2, padding=1, dilation=(1, 2)), reference.conv2d_backward,
+             [arr(1, 2, 6, 7), arr(3, 2, 3, 3), arr(3)])
+    yield op("reference conv_transpose2d k4 s2 p1 op1",
+             functools.partial(reference.conv_transpose2d, stride=2, padding=1, output_padding=1),
+             reference.conv_transpose2d_backward, [arr(1, 2, 3, 3), arr(2, 3, 4, 4), arr(3)])
+    yield op("reference max_pool2d 3x3 s2 p1 ceil",
+             functools.partial(reference.max_pool2d, kernel_size=3, stride=2, padding=1, ceil_mode=True),
+             reference.max_pool2d_backward, [distinct(1, 2, 6, 5)])
+    yield op("batch_norm2d (training)", functools.partial(F.batch_norm2d, training=True), F.batch_norm2d_backward,
+             [arr(2, 3, 4, 5), arr(3), arr(3)])
+    mean, var = arr(3), B.asarray(rng.uniform(0.5, 2.0, 3))
+    yield op("batch_norm2d (eval)", functools.partial(F.batch_norm2d, running_mean=mean, running_var=var,
+                                                      training=False),
+             F.batch_norm2d_backward, [arr(2, 3, 4, 5), arr(3), arr(3)])
+    _, indices, _ = F.max_pool2d_with_indices(distinct(2, 2, 5, 7), 2, 2, ceil_mode=True)
+    yield op("max_unpool2d to 5x7", functools.partial(F.max_unpool2d, indices=indices, output_size=(5, 7)),
+             F.max_unpool2d_backward, [arr(2, 2, 3, 4)])
+    for corners in (False, True):
+        yield op(f"interpolate_bilinear 4x5 -> 7x3 align_corners={corners}",
+                 functools.partial(F.interpolate_bilinear, size=(7, 3), align_corners=corners),
+                 F.interpolate_bilinear_backward, [arr(1, 2, 4, 5)])
     yield layer("Conv2d layer 3x3 s2 p1", Conv2d(2, 3, 3, stride=2, padding=1, rng=1), arr(1, 2, 5, 6))
     yield layer("Conv2d layer 3x3 d2 p2 (atrous)", Conv2d(2, 2, 3, padding=2, dilation=2, rng=2), arr(1, 2, 6, 7))
     yield layer("ConvTranspose2d layer k4 s2 bias", ConvTranspose2d(2, 2, 4, stride=2, bias=True), arr(1, 2, 3, 2))
     yield layer("MaxPool2d layer 2x2 ceil", MaxPool2d(2, 2, ceil_mode=True), distinct(1, 2, 5, 5))
+    yield layer("BatchNorm2d layer (training)", BatchNorm2d(2), arr(2, 2, 3, 4))
+    yield layer("MaxUnpool2d layer 2x2 to 5x7", MaxUnpool2d(2, 2), arr(2, 2, 3, 4),
+                forward_kwargs={"indices": indices, "output_size": (5, 7)})
+    yield layer("Interpolate layer to 6x9", Interpolate(align_corners=True), arr(1, 2, 3, 4),
+                forward_kwargs={"size": (6, 9)})
     yield layer("ReLU layer", ReLU(), arr(1, 2, 3, 4))
     yield layer("Dropout layer (eval)", Dropout(0.5).eval(), arr(1, 2, 3, 4))
     yield layer("Crop layer (2,1) to 3x3", Crop((2, 1)), arr(1, 2, 6, 5), forward_kwargs={"size": (3, 3)})

@@ -14,6 +14,10 @@ def test_selftest_command_prints_table(capsys):
     assert cli.main(["selftest"]) == 0
     out = capsys.readouterr().out
     assert "conv_transpose2d" in out and "max_pool2d" in out and "0 failed" in out
+    for name in ("reference conv2d", "reference conv_transpose2d", "reference max_pool2d", "batch_norm2d",
+                 "max_unpool2d", "interpolate_bilinear", "BatchNorm2d layer", "MaxUnpool2d layer",
+                 "Interpolate layer"):
+        assert name in out, name
 
 
 def test_version(capsys):
