@@ -13,9 +13,8 @@ For stride 1 the input gradient is computed as a convolution of dy
 """
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from ...backend import device, matmul, namespace, parallel_for, row_bands, scratch
+from .. import reference
 from ..im2col import fold_rows_add, pad2d, unfold_rows
 
 MIN_BAND_COLUMNS = 1024        # fewer columns per band leave the GEMMs too thin
@@ -26,15 +25,11 @@ MIN_BANDS = 2
 SMALL_WEIGHT = 1 << 18         # weights up to this many elements get their gradient transposed
 
 
-class ConvCache(NamedTuple):
-    """The banded plan keeps the input (columns are rebuilt band by band in backward)."""
+class ConvCache(reference.ConvCache):
+    """The banded plan keeps the input (columns are rebuilt band by band in backward):
+    the reference cache's fields, its own type so that backward runs this plan."""
 
-    x: object
-    weight: object
-    has_bias: bool
-    stride: tuple
-    padding: tuple
-    dilation: tuple
+    __slots__ = ()
 
 
 def _min_band_rows(ow):

@@ -42,9 +42,8 @@ write into their buffers directly (ufunc ``out=``), elsewhere they allocate.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from ...backend import device, is_cupy, is_numpy, matmul, namespace, parallel_for, row_bands, scratch
+from .. import reference
 from ..im2col import pad2d
 
 _B_T = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
@@ -61,15 +60,11 @@ BAND_SCALE = 4           # bands of BAND_SCALE x minifcn.backend's band elements
                          # (measured at 256x256 on 2 cores: 16 channels 49 -> 24 ms, 32 channels 17 -> 13 ms)
 
 
-class ConvCache(NamedTuple):
-    """The Winograd plan keeps the input (its tiles are transformed again in backward)."""
+class ConvCache(reference.ConvCache):
+    """The Winograd plan keeps the input (its tiles are transformed again in backward):
+    the reference cache's fields, its own type so that backward runs this plan."""
 
-    x: object
-    weight: object
-    has_bias: bool
-    stride: tuple
-    padding: tuple
-    dilation: tuple
+    __slots__ = ()
 
 
 def applies(w_shape, s, p, d):
