@@ -1,8 +1,9 @@
 """``minifcn bench``: how fast is one training step, and where does the time go?
 
-One step is ``zero_grad -> forward -> loss -> backward -> SGD update`` of an FCN on a
-random image and random labels. After ``--warmup`` steps, ``--steps`` steps are timed
-and the median reported, split into forward, loss, backward and optimiser. Then:
+One step is ``zero_grad -> forward -> loss -> backward -> SGD update`` of a model (any
+name :func:`minifcn.models.build` knows: FCN, SegNet, DeepLab, dilation) on a random
+image and random labels. After ``--warmup`` steps, ``--steps`` steps are timed and the
+median reported, split into forward, loss, backward and optimiser. Then:
 
 * a per-layer-type breakdown (3x3 convs, 1x1/fc convs, transposed convs, pooling,
   element-wise layers, loss, optimiser, and the model's own glue) from extra steps run
@@ -17,10 +18,11 @@ and the median reported, split into forward, loss, backward and optimiser. Then:
   back with ``malloc_trim`` first), and for NumPy also the tracemalloc peak, which sees
   every NumPy array allocation.
 
-``--compare torch`` builds the same network in PyTorch (same weights, input, labels,
-loss and SGD settings), alternates the two step by step in one process, and reports
-the minifcn/torch ratio of median step times and of memory. The benchmark is a tool,
-not a test: numbers depend on the machine and on whatever else it is running.
+``--compare torch`` builds the same network in PyTorch (the model's ``torch_module()``,
+which every model has: same weights and BN statistics, input, labels, loss and SGD
+settings), alternates the two step by step in one process, and reports the minifcn/torch
+ratio of median step times and of memory. The benchmark is a tool, not a test: numbers
+depend on the machine and on whatever else it is running.
 """
 from __future__ import annotations
 
@@ -49,8 +51,9 @@ LR, MOMENTUM, WEIGHT_DECAY = 1e-4, 0.9, 5e-4
 
 
 def add_arguments(parser):
-    parser.add_argument("--model", default="fcn8s", help="a name build() knows, e.g. fcn32s, fcn16s, fcn8s or fcn8s-atonce "
-                        "(default fcn8s)")
+    parser.add_argument("--model", default="fcn8s",
+                        help="a name build() knows, e.g. fcn32s, fcn8s, segnet, deeplab-largefov or "
+                             "dilation-frontend; every model has a PyTorch twin for --compare torch (default fcn8s)")
     parser.add_argument("--width", type=float, default=0.25, help="channel width multiplier (default 0.25)")
     parser.add_argument("--size", type=int, default=256, help="input height and width (default 256)")
     parser.add_argument("--batch", type=int, default=1, help="images per step (default 1)")

@@ -126,6 +126,63 @@ class SegNet(TrunkModel):
         self.backbone.load_vgg16(path, fc=False)
         return self
 
+    def torch_module(self):
+        """The same SegNet in PyTorch (``torch.nn.Module``, in this model's float dtype), every
+        layer built by its own ``torch_module()`` and registered under its minifcn name, so
+        parameters (``conv1_1.weight``, ``conv1_1_bn.bias``) and BN buffers
+        (``conv1_1_bn.running_mean``) carry minifcn's names (``minifcn bench --compare torch``).
+
+        The encoder's pools return their indices (``nn.MaxPool2d(return_indices=True)``); each
+        ``upsample{b}`` (``nn.MaxUnpool2d``) puts values back with ``pool{b}``'s indices at the
+        size ``pool{b}``'s input had, as :meth:`forward` does."""
+        import torch
+        from torch import nn
+
+        model = self
+        names = {id(layer): name for name, layer in self.trunk}
+        dtype = getattr(torch, str(self.conv1_1.weight.data.dtype).rsplit(".", 1)[-1])   # float32 / float64
+
+        class Twin(nn.Module):
+            def __init__(self):
+                super().__init__()
+                # (name, module, keeps indices) and (name, module, name of the pool it unpools)
+                self.encoder = [(name, self._module(name, layer), bool(getattr(layer, "return_indices", False)))
+                                for name, layer in model.trunk]
+                self.decoder = [(name, self._module(name, layer),
+                                 names[id(model._pool_of[name])] if name in model._pool_of else None)
+                                for name, layer in model.decoder]
+
+            def _module(self, name, layer):
+                m = layer.torch_module()
+                setattr(self, name, m)      # registered: named like minifcn's, reached by train()/eval()
+                return m
+
+            def forward(self, x):
+                h, pooled = x, {}
+                for name, op, keeps_indices in self.encoder:
+                    if keeps_indices:
+                        size = tuple(h.shape[2:])
+                        h, indices = op(h)
+                        pooled[name] = (indices, size)
+                    else:
+                        h = op(h)
+                for _, op, pool in self.decoder:
+                    if pool is not None:
+                        indices, size = pooled[pool]
+                        h = op(h, indices, output_size=size)
+                    else:
+                        h = op(h)
+                return h
+
+        # the leaves create their tensors in the default dtype and copy the weights into them:
+        # make that the model's, so a float64 model's weights arrive unrounded
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        try:
+            return Twin().train(self.training)
+        finally:
+            torch.set_default_dtype(previous)
+
     def forward(self, x):
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"SegNet input x must have shape (N, 3, H, W), got {tuple(x.shape)}")
