@@ -4,7 +4,8 @@
   its im2col columns stay in cache; forcing one-row bands everywhere must change
   nothing but rounding, and the banded backward must pass a float64 gradient check.
 * conv_transpose2d splits its kernel into stride phases (one matmul, then a
-  pixel-shuffle); it must agree with the plain col2im definition.
+  pixel-shuffle); it must agree with the plain col2im definition, and so must its
+  channel-by-channel form for weights that are zero off the channel diagonal.
 * max_pool2d finds its winners in backward by comparing slices with the output;
   ties still go to the first kernel offset.
 
@@ -155,6 +156,73 @@ def test_conv_transpose2d_phases_equal_col2im(backend, case):
     dcols, _ = F.im2col(dy, (kh, kw), s, p, d)
     R.assert_close(dx, (w.reshape(c_in, -1) @ dcols).reshape(x_shape))
     R.assert_close(dw, np.sum(x.reshape(n, c_in, -1) @ np.swapaxes(dcols, 1, 2), axis=0).reshape(w_shape))
+
+
+# (channels, kernel, stride, padding, dilation, output_padding, input H, W)
+DIAGONAL_CASES = [
+    (3, 16, 8, 0, 1, 0, 4, 5),          # FCN upscore8
+    (2, 4, 2, 1, 1, 0, 3, 3),           # upscore2 with padding
+    (2, (5, 3), (3, 2), (1, 0), (1, 2), (2, 1), 3, 2),   # kernel not a multiple of the stride, dilation
+    (1, 2, 3, 0, 1, 2, 2, 3),           # one channel; stride > kernel leaves gaps
+    (3, 3, 1, 1, 1, 0, 4, 4),           # stride 1
+]
+
+
+def _diagonal_weight(rng, c, k):
+    kh, kw = pair(k)
+    w = np.zeros((c, c, kh, kw))
+    for i in range(c):
+        w[i, i] = rng.standard_normal((kh, kw))
+    return w
+
+
+@pytest.mark.parametrize("case", DIAGONAL_CASES)
+def test_conv_transpose2d_diagonal_weight_equals_reference(backend, case):
+    """A weight that is zero off the channel diagonal (bilinear upsampling) runs channel by
+    channel and gives the reference's output and gradients, for every need_dx/need_dweight."""
+    from minifcn.functional import reference
+    from minifcn.functional.fast.diagonal import DiagonalCache
+    c, k, s, p, d, op, h, w = case
+    rng = np.random.default_rng(8)
+    x, wt, b = rng.standard_normal((2, c, h, w)), _diagonal_weight(rng, c, k), rng.standard_normal(c)
+    y, cache = F.conv_transpose2d(backend.asarray(x), backend.asarray(wt), backend.asarray(b), s, p, d, op)
+    assert isinstance(cache.conv, DiagonalCache)
+    y_ref, cache_ref = reference.conv_transpose2d(x, wt, b, s, p, d, op)
+    R.assert_close(y, y_ref)
+    dy = rng.standard_normal(tuple(y.shape))
+    want = reference.conv_transpose2d_backward(dy, cache_ref)
+    assert np.abs(want[1][0, 1 % c]).max() > 0 or c == 1      # off-diagonal gradients are not zero
+    for need_dx, need_dweight in ((True, True), (True, False), (False, True)):
+        got = F.conv_transpose2d_backward(backend.asarray(dy), cache, need_dx, need_dweight)
+        for g, ref, needed in zip(got, want, (need_dx, need_dweight, True)):
+            if needed:
+                R.assert_close(g, ref)
+            else:
+                assert g is None
+
+
+def test_conv_transpose2d_diagonal_weight_gradcheck(backend):
+    rng = np.random.default_rng(9)
+    x, wt = backend.asarray(rng.standard_normal((1, 2, 3, 2))), backend.asarray(_diagonal_weight(rng, 2, 4))
+
+    def forward(x, w):
+        return F.conv_transpose2d(x, w, None, 2, 1)
+
+    report = check_backward(forward, F.conv_transpose2d_backward, [x, wt], seed=2)
+    assert report.ok, report
+
+
+def test_channel_diagonal_only_for_zero_off_diagonal_weights(backend):
+    from minifcn.functional.fast.diagonal import channel_diagonal
+    rng = np.random.default_rng(10)
+    w = _diagonal_weight(rng, 3, 4)
+    assert channel_diagonal(backend.asarray(w))
+    assert channel_diagonal(backend.asarray(w[:1, :1]))
+    assert not channel_diagonal(backend.asarray(np.ones((2, 3, 4, 4))))     # not square in the channels
+    for bad in (1e-300, np.nan, np.inf):
+        w2 = w.copy()
+        w2[2, 0, 3, 1] = bad
+        assert not channel_diagonal(backend.asarray(w2))
 
 
 def test_parallel_for_returns_results_in_order_and_raises(monkeypatch):

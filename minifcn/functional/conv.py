@@ -17,7 +17,8 @@ call runs the reference function. Otherwise:
   channels its transforms cost more than the saved multiplies);
 * everything else -> :mod:`.fast.bands`;
 * a transposed convolution -> :mod:`.fast.phase`, whose phase convolution is
-  dispatched here.
+  dispatched here, or runs channel by channel (:mod:`.fast.diagonal`) when the weight
+  is zero off the channel diagonal (FCN's bilinear upsampling).
 
 Each plan returns its own cache type, and the backward runs the plan its forward took.
 """

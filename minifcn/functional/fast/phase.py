@@ -11,7 +11,8 @@ which is cropped by P (and extended by the output padding).
 Why faster: the reference forms C_out*KH*KW x H*W columns (for upscore8 of FCN-8s,
 16*16 = 256 rows per class) and col2im adds them with overlaps; the phase convolution
 has C_out*SH*SW output channels over Q*Q taps, no overlaps, and runs on the fast
-convolution (bands, frames).
+convolution (bands, frames), or channel by channel (:mod:`.diagonal`) when the weight
+is zero off the channel diagonal, as FCN's bilinear upsampling is.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from typing import NamedTuple
 
 from ...backend import device, namespace
 from ..im2col import window
+from . import diagonal
 
 
 class ConvTransposeCache(NamedTuple):
@@ -70,8 +72,11 @@ def conv_transpose2d(x, weight, bias, s, p, d, out_size, conv):
     xp = namespace(x, weight)
     n, c_out, (oh, ow) = x.shape[0], weight.shape[1], out_size
     wq, (qh, qw) = phase_weight(weight, s, d)
-    yq, conv_cache = conv(x, wq, None, (1, 1), (qh - 1, qw - 1), (1, 1))   # (N, C_out*SH*SW, BH, BW)
-    full = pixel_shuffle(yq, c_out, s)
+    if diagonal.channel_diagonal(weight):          # FCN's bilinear upsampling: class c -> class c
+        full, conv_cache = diagonal.upsample(x, wq, s)
+    else:
+        yq, conv_cache = conv(x, wq, None, (1, 1), (qh - 1, qw - 1), (1, 1))   # (N, C_out*SH*SW, BH, BW)
+        full = pixel_shuffle(yq, c_out, s)
     if full.shape[2] < p[0] + oh or full.shape[3] < p[1] + ow:          # output padding past the planes
         grown = xp.zeros((n, c_out, max(full.shape[2], p[0] + oh), max(full.shape[3], p[1] + ow)),
                          dtype=x.dtype, device=device(x))
@@ -80,7 +85,8 @@ def conv_transpose2d(x, weight, bias, s, p, d, out_size, conv):
     y = full[:, :, p[0]:p[0] + oh, p[1]:p[1] + ow]
     if bias is not None:
         y = y + xp.reshape(bias, (1, c_out, 1, 1))
-    return y, ConvTransposeCache(conv_cache, tuple(weight.shape), tuple(yq.shape[2:]), out_size,
+    phase_size = (full.shape[2] // s[0], full.shape[3] // s[1])
+    return y, ConvTransposeCache(conv_cache, tuple(weight.shape), phase_size, out_size,
                                  bias is not None, s, p, d)
 
 
@@ -93,9 +99,15 @@ def conv_transpose2d_backward(dy, cache, need_dx, need_dweight, conv_backward):
     dfull = xp.zeros((n, c_out, bh * s[0], bw * s[1]), dtype=dy.dtype, device=device(dy))
     rows, cols = min(oh, bh * s[0] - p[0]), min(ow, bw * s[1] - p[1])   # output padding gets no phase
     dfull[:, :, p[0]:p[0] + rows, p[1]:p[1] + cols] = dy[:, :, :rows, :cols]
-    dq = xp.reshape(xp.permute_dims(xp.reshape(dfull, (n, c_out, bh, s[0], bw, s[1])), (0, 1, 3, 5, 2, 4)),
-                    (n, c_out * s[0] * s[1], bh, bw))
-    dx, dwq, _ = conv_backward(dq, cache.conv, need_dx, need_dweight)
-    dweight = phase_weight_grad(dwq, cache.weight_shape, s, cache.dilation) if need_dweight else None
     dbias = xp.sum(dy, axis=(0, 2, 3)) if cache.has_bias else None
+    conv_cache, dx, dweight = cache.conv, None, None
+    if isinstance(conv_cache, diagonal.DiagonalCache):    # dx channel by channel; dweight is dense
+        dx = diagonal.upsample_backward(dfull, conv_cache) if need_dx else None
+        need_dx, conv_cache = False, diagonal.dense_cache(conv_cache)
+    if need_dx or need_dweight:
+        dq = xp.reshape(xp.permute_dims(xp.reshape(dfull, (n, c_out, bh, s[0], bw, s[1])), (0, 1, 3, 5, 2, 4)),
+                        (n, c_out * s[0] * s[1], bh, bw))
+        dxq, dwq, _ = conv_backward(dq, conv_cache, need_dx, need_dweight)
+        dx = dxq if need_dx else dx
+        dweight = phase_weight_grad(dwq, cache.weight_shape, s, cache.dilation) if need_dweight else None
     return dx, dweight, dbias
