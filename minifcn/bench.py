@@ -12,7 +12,9 @@ median reported, split into forward, loss, backward and optimiser. Then:
   (``layer.category``);
 * achieved GFLOP/s: the multiply-adds of every convolution in the step (forward, input
   gradients where needed, weight gradients of unfrozen weights; ``layer.flops``) over
-  the median time;
+  the median time, and as a percentage of the sgemm limit measured in the same run: the
+  backend's float32 matrix-multiply rate (:func:`sgemm_gflops`: NumPy's BLAS with its
+  threads, or CuPy's on the device; not measured on the strict backends);
 * memory added by a step: the peak resident set during one step minus the resident set
   before it (Linux ``VmHWM`` reset through ``/proc/self/clear_refs``, freed memory handed
   back with ``malloc_trim`` first), and for NumPy also the tracemalloc peak, which sees
@@ -48,6 +50,7 @@ from .io import atomic_path
 CATEGORIES = ("conv3x3", "conv1x1/fc", "transposed conv", "pooling", "elementwise", "loss", "optimiser",
               "other")
 LR, MOMENTUM, WEIGHT_DECAY = 1e-4, 0.9, 5e-4
+SGEMM_SIZE = 2048       # n of the (n, n) @ (n, n) float32 products that measure the sgemm limit
 
 
 def add_arguments(parser):
@@ -255,6 +258,39 @@ def tracemalloc_peak_added(fn):
 
 
 # ----------------------------------------------------------------------------
+# The sgemm limit: what the backend's BLAS does with a big, easy matrix product
+# ----------------------------------------------------------------------------
+def sgemm_gflops(backend, n=None, repeats=3, budget_s=0.75):
+    """``backend``'s float32 matrix-multiply rate on this machine in GFLOP/s: the median of
+    ``repeats`` products ``(n, n) @ (n, n)`` (2 n^3 flops each; ``n`` defaults to
+    :data:`SGEMM_SIZE`) after one warm-up, fewer once ``budget_s`` seconds have passed.
+
+    NumPy's BLAS runs with the threads it is configured for (all cores unless
+    ``OPENBLAS_NUM_THREADS`` says otherwise), CuPy's on the device. Returns None for the
+    strict backends, which have no BLAS of their own to measure."""
+    backend = get_backend(backend)
+    if backend.name not in ("numpy", "cupy"):
+        return None
+    n = SGEMM_SIZE if n is None else int(n)
+    if n < 1 or repeats < 1:
+        raise ValueError(f"sgemm needs n >= 1 and repeats >= 1, got n={n}, repeats={repeats}")
+    rng = np.random.default_rng(0)
+    a = backend.asarray(rng.standard_normal((n, n)), dtype="float32")
+    b = backend.asarray(rng.standard_normal((n, n)), dtype="float32")
+    _sync(a)
+    start = time.perf_counter()
+    a @ b                                           # warm-up: threads started, kernels loaded
+    _sync(a)
+    times = []
+    while len(times) < repeats and (not times or time.perf_counter() - start < budget_s):
+        t0 = time.perf_counter()
+        a @ b
+        _sync(a)
+        times.append(time.perf_counter() - t0)
+    return 2 * n ** 3 / statistics.median(times) / 1e9
+
+
+# ----------------------------------------------------------------------------
 # PyTorch twin (optional; --compare torch)
 # ----------------------------------------------------------------------------
 def torch_twin(model):
@@ -309,8 +345,12 @@ def _median_phases(records):
 
 
 def run(model_name="fcn8s", width=0.25, size=256, batch=1, n_class=21, backend="numpy", dtype="float32",
-        steps=5, warmup=2, compare=None, breakdown=True, memory=True, seed=0, progress=True, reference=False):
-    """Run the benchmark and return the results as a JSON-able dict (see the module docstring)."""
+        steps=5, warmup=2, compare=None, breakdown=True, memory=True, seed=0, progress=True, reference=False,
+        sgemm_size=None):
+    """Run the benchmark and return the results as a JSON-able dict (see the module docstring).
+
+    ``sgemm_size``: n of the matrix products that measure the sgemm limit (None:
+    :data:`SGEMM_SIZE`)."""
     from .models import build
 
     if steps < 1 or warmup < 0 or size < 1 or batch < 1:
@@ -359,6 +399,11 @@ def run(model_name="fcn8s", width=0.25, size=256, batch=1, n_class=21, backend="
     result["gflop_per_step"] = flops / 1e9
     for name in runners:
         result[name]["gflops"] = flops / 1e9 / result[name]["step_s"]
+    result["sgemm_size"] = SGEMM_SIZE if sgemm_size is None else int(sgemm_size)
+    result["sgemm_gflops"] = sgemm_gflops(B, result["sgemm_size"])     # None on the strict backends
+    if result["sgemm_gflops"] is not None:
+        for name in runners:
+            result[name]["sgemm_percent"] = 100 * result[name]["gflops"] / result["sgemm_gflops"]
 
     if breakdown:
         recs = []
@@ -442,6 +487,11 @@ def format_report(r) -> str:
         lines.append(f"{k:12s}" + "".join(f"{ph.get(p, 0.0) * 1e3:9.1f}ms" for p in phases)
                      + f"{r[k]['step_s'] * 1e3:8.1f}ms{r[k]['gflops']:9.1f}"
                      + (f"{mem / 2**20:8.1f}MB" if mem is not None else f"{'-':>10s}"))
+    if r.get("sgemm_gflops"):
+        lib = {"numpy": "NumPy", "cupy": "CuPy"}.get(c["backend"], c["backend"])
+        lines.append(f"{lib} sgemm limit {r['sgemm_gflops']:.0f} GFLOP/s "
+                     f"({r['sgemm_size']}x{r['sgemm_size']} float32 matmul): "
+                     + ", ".join(f"{k} {100 * r[k]['gflops'] / r['sgemm_gflops']:.0f}%" for k in names))
     if "reference_ratio" in r:
         lines.append(f"reference/minifcn step time ratio {r['reference_ratio']:.2f} "
                      f"(the fast paths make the step {r['reference_ratio']:.1f}x faster)")

@@ -10,6 +10,12 @@ from minifcn.layers import Conv2d, ConvTranspose2d
 from minifcn.models import build
 
 
+@pytest.fixture(autouse=True)
+def small_sgemm(monkeypatch):
+    """Every bench run here measures the sgemm limit on 256 x 256 products (milliseconds)."""
+    monkeypatch.setattr(bench, "SGEMM_SIZE", 256)
+
+
 def test_bench_command_writes_json(tmp_path, capsys):
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
     rc = main(["bench", "--model", "fcn8s", "--width", "0.0625", "--size", "24", "--steps", "1",
@@ -25,6 +31,10 @@ def test_bench_command_writes_json(tmp_path, capsys):
     assert set(m["breakdown_s"]) == set(bench.CATEGORIES)
     assert m["tracemalloc_added_bytes"] > 0
     assert r["gflop_per_step"] > 0
+    assert r["sgemm_size"] == 256 and r["sgemm_gflops"] > 0
+    assert m["sgemm_percent"] == pytest.approx(100 * m["gflops"] / r["sgemm_gflops"])
+    assert f"NumPy sgemm limit {r['sgemm_gflops']:.0f} GFLOP/s (256x256 float32 matmul): " \
+           f"minifcn {m['sgemm_percent']:.0f}%" in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json", "bench.png"]    # no temp files left
 
@@ -45,6 +55,18 @@ def test_bench_compare_torch_uses_the_same_function():
     r = bench.run("fcn8s", width=0.0625, size=20, steps=1, warmup=0, compare="torch", breakdown=False,
                   progress=False)
     assert r["ratio"] > 0 and r["torch"]["step_s"] > 0 and "breakdown_s" not in r["minifcn"]
+    assert r["sgemm_gflops"] > 0 and r["torch"]["sgemm_percent"] > 0
+    line = next(s for s in bench.format_report(r).splitlines() if "sgemm limit" in s)
+    assert line.endswith(f"minifcn {r['minifcn']['sgemm_percent']:.0f}%, torch {r['torch']['sgemm_percent']:.0f}%")
+
+
+def test_sgemm_gflops_measures_the_backend():
+    assert bench.sgemm_gflops("numpy", n=64, repeats=2) > 0
+    assert bench.sgemm_gflops("numpy", n=32, budget_s=0.0) > 0          # one timed product at least
+    with pytest.raises(ValueError, match="n >= 1"):
+        bench.sgemm_gflops("numpy", n=0)
+    pytest.importorskip("array_api_strict")
+    assert bench.sgemm_gflops("strict") is None
 
 
 def test_step_flops_counts_forward_input_and_weight_gradients():
@@ -69,6 +91,8 @@ def test_bench_runs_on_the_device_backend():
     r = bench.run("fcn32s", width=0.0625, size=16, backend="strict:device1", steps=1, warmup=0, progress=False)
     assert r["config"]["backend"] == "strict:device1" and r["minifcn"]["step_s"] > 0
     assert "tracemalloc_added_bytes" not in r["minifcn"]
+    assert r["sgemm_gflops"] is None and "sgemm_percent" not in r["minifcn"]    # no BLAS of its own
+    assert "sgemm" not in bench.format_report(r)
 
 
 def test_bench_asks_each_layer_for_its_category_and_flops():

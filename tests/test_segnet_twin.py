@@ -77,5 +77,5 @@ def test_segnet_twin_keeps_float32_and_the_default_dtype():
 def test_bench_compares_segnet_with_torch():
     pytest.importorskip("torch")
     r = bench.run("segnet", width=1 / 32, size=20, steps=1, warmup=0, compare="torch", breakdown=False,
-                  memory=False, progress=False)
+                  memory=False, progress=False, sgemm_size=128)
     assert r["ratio"] > 0 and r["torch"]["step_s"] > 0
