@@ -278,14 +278,17 @@ class Layer:
 
 
 def _copy_into_torch(module, layer, parts=("weight", "bias")):
-    """Copy ``layer``'s parameters into ``module``'s (same names), keeping ``frozen``."""
+    """Copy ``layer``'s parameters into ``module``'s (same names), keeping ``frozen``; the
+    module takes the parameters' dtype (a float64 layer's twin is float64, unrounded)."""
     import torch
 
     with torch.no_grad():
         for part in parts:
             p = getattr(layer, part, None)
             if p is not None:
-                getattr(module, part).copy_(torch.tensor(to_numpy(p.data)))
+                value = torch.tensor(to_numpy(p.data))
+                module.to(dtype=value.dtype)
+                getattr(module, part).copy_(value)
                 getattr(module, part).requires_grad_(not p.frozen)
     return module
 

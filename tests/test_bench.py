@@ -184,3 +184,17 @@ def test_bench_crf_reports_lattice_and_exact(capsys, monkeypatch):
     assert main(["bench", "--crf"]) == 0
     out = capsys.readouterr().out
     assert "lattice 40x30" in out and "exact 12x12" in out and "argmax agreement" in out
+
+
+@pytest.mark.parametrize("name", ["fcn8s", "deeplab-largefov", "segnet"])
+def test_torch_twin_takes_the_model_dtype(name):
+    """A float64 model's twin is float64 with the weights unrounded: the same scores to 1e-10."""
+    torch = pytest.importorskip("torch")
+    from minifcn.backend import get_backend
+
+    model = build(name, n_class=3, width=1 / 16, seed=2).to(get_backend("numpy"), "float64").eval()
+    twin = model.torch_module().eval()
+    assert {p.dtype for p in twin.parameters()} == {torch.float64}
+    x = np.random.default_rng(0).standard_normal((1, 3, 33, 31))
+    with torch.no_grad():
+        np.testing.assert_allclose(twin(torch.tensor(x)).numpy(), model.forward(x), rtol=1e-10, atol=1e-10)

@@ -135,12 +135,10 @@ class SegNet(TrunkModel):
         The encoder's pools return their indices (``nn.MaxPool2d(return_indices=True)``); each
         ``upsample{b}`` (``nn.MaxUnpool2d``) puts values back with ``pool{b}``'s indices at the
         size ``pool{b}``'s input had, as :meth:`forward` does."""
-        import torch
         from torch import nn
 
         model = self
         names = {id(layer): name for name, layer in self.trunk}
-        dtype = getattr(torch, str(self.conv1_1.weight.data.dtype).rsplit(".", 1)[-1])   # float32 / float64
 
         class Twin(nn.Module):
             def __init__(self):
@@ -174,14 +172,7 @@ class SegNet(TrunkModel):
                         h = op(h)
                 return h
 
-        # the leaves create their tensors in the default dtype and copy the weights into them:
-        # make that the model's, so a float64 model's weights arrive unrounded
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(dtype)
-        try:
-            return Twin().train(self.training)
-        finally:
-            torch.set_default_dtype(previous)
+        return Twin().train(self.training)      # each leaf takes its parameters' dtype
 
     def forward(self, x):
         if x.ndim != 4 or x.shape[1] != 3:
