@@ -280,6 +280,30 @@ def test_band_boundaries_do_not_depend_on_the_core_count(monkeypatch):
     _assert_same_for_thread_counts(monkeypatch, x, w, (1, 2, 16))
 
 
+@pytest.mark.parametrize("dilation", [1, 2, 12])
+def test_small_outputs_split_the_weight_gradient_among_the_cores(monkeypatch, dilation):
+    """A 32x32 output (DeepLab's conv5 and fc6) gets MIN_BANDS weight-gradient bands, as its
+    forward does, instead of one band on one core; the gradient still equals the reference."""
+    from minifcn.functional import reference
+    seen = []
+    inner = bands.parallel_for
+
+    def recording(fn, items, like):
+        seen.append(list(items))
+        return inner(fn, items, like)
+
+    monkeypatch.setattr(bands, "parallel_for", recording)
+    rng = np.random.default_rng(4)
+    x, w = rng.standard_normal((1, 64, 32, 32)), rng.standard_normal((4, 64, 3, 3))
+    _, cache = bands.conv2d(x, w, None, (1, 1), (dilation, dilation), (dilation, dilation))
+    dy = rng.standard_normal((1, 4, 32, 32))
+    seen.clear()
+    _, dw, _ = bands.conv2d_backward(dy, cache, need_dx=False)
+    assert sum(task[0] == "dw" for task in seen[0]) == bands.MIN_BANDS
+    _, ref_cache = reference.conv2d(x, w, None, 1, dilation, dilation)
+    R.assert_close(dw, reference.conv2d_backward(dy, ref_cache, need_dx=False)[1])
+
+
 def _framed(shape, box, seed=0, ring=(0, 0)):
     """x with one random value per (n, c) plane outside ``box`` = (r0, r1, c0, c1), random
     inside it and in an outer ring of ``ring = (a, b)`` rows/columns (top/left, bottom/right)."""

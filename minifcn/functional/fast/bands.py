@@ -89,21 +89,23 @@ def backward_bands(xpad, dy, weight, s, d, dxpad):
         share = cols @ xp.matrix_transpose(dyb) if small else dyb @ xp.matrix_transpose(cols)
         return share[0, ...] if n == 1 else xp.sum(share, axis=0)
 
-    # Weight-gradient bands are independent. Input-gradient bands fold into the input
-    # rows they share with their neighbours (the kernel overlap) but not with bands two
-    # apart once a band spans (KH - 1)*DH input rows: so the even bands go with the
-    # weight gradient, then the odd bands.
-    min_rows = max(_min_band_rows(ow), -(-(kh - 1) * d[0] // s[0]))
-    bands = row_bands(oh, n * c_in * kh * kw * ow, dy, min_rows)
-    tasks = [("dw",) + b for b in bands] if xpad is not None else []
-    tasks += [("dx",) + b for b in bands[0::2]] if dxpad is not None else []
+    # Weight-gradient bands are independent, and small outputs still get MIN_BANDS of
+    # them, as in the forward. Input-gradient bands fold into the input rows they share
+    # with their neighbours (the kernel overlap) but not with bands two apart once a band
+    # spans (KH - 1)*DH input rows: so the even ones go with the weight gradient, then
+    # the odd ones.
+    per_row = n * c_in * kh * kw * ow
+    dw_bands = row_bands(oh, per_row, dy, min(_min_band_rows(ow), -(-oh // MIN_BANDS))) if xpad is not None else []
+    dx_bands = row_bands(oh, per_row, dy, max(_min_band_rows(ow), -(-(kh - 1) * d[0] // s[0])))
+    tasks = [("dw",) + b for b in dw_bands]
+    tasks += [("dx",) + b for b in dx_bands[0::2]] if dxpad is not None else []
     partial = parallel_for(band, tasks, dy)
     if dxpad is not None:
-        parallel_for(band, [("dx",) + b for b in bands[1::2]], dy)
+        parallel_for(band, [("dx",) + b for b in dx_bands[1::2]], dy)
     if xpad is None:
         return None
     dw2 = partial[0]
-    for part in partial[1:len(bands)]:
+    for part in partial[1:len(dw_bands)]:
         dw2 = dw2 + part
     return xp.matrix_transpose(dw2) if small else dw2
 
