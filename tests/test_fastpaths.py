@@ -250,6 +250,28 @@ def test_parallel_for_returns_results_in_order_and_raises(monkeypatch):
     assert B.parallel_for(square, [(2,), (3,)], like) == [4, 9]       # the pool still works
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_parallel_for_leaves_the_callers_blas_threads_as_they_were(monkeypatch, threads):
+    """Bands call BLAS with one thread; afterwards the caller's BLAS has its thread count back
+    (NumPy's OpenBLAS applies the per-thread setting process-wide), also after an error,
+    so a user's own matrix products do not stay on one core after a minifcn call."""
+    before = B.blas_threads()
+    if before is None or B.threads._openblas_set_local() is None:
+        pytest.skip("NumPy's OpenBLAS thread count cannot be read or set here")
+    monkeypatch.setattr(B, "THREADS", threads)
+    B.threads._POOL.executor, B.threads._POOL.size = None, 0          # fresh helper threads
+    like = np.zeros(1)
+    for _ in range(20):                                                 # helpers start at different times
+        B.parallel_for(lambda i: np.ones((8, 8)) @ np.ones((8, 8)), [(i,) for i in range(6)], like)
+        assert B.blas_threads() == before
+    with pytest.raises(ZeroDivisionError):
+        B.parallel_for(lambda i: 1 / 0, [(0,), (1,)], like)
+    assert B.blas_threads() == before
+    x, w = np.ones((1, 4, 40, 40), np.float32), np.ones((4, 4, 3, 3), np.float32)
+    F.conv2d_backward(np.ones((1, 4, 40, 40), np.float32), F.conv2d(x, w, None, 1, 1)[1])
+    assert B.blas_threads() == before
+
+
 def test_parallel_for_thread_counts_give_identical_conv_gradients(monkeypatch):
     """Partial weight gradients are summed in band order, so the thread count changes nothing."""
     monkeypatch.setattr(bands, "MIN_BAND_COLUMNS", 1)

@@ -28,7 +28,7 @@ One file per job; everything public is re-exported here, so
 ``native``      outside the array API, with fallbacks: bincount, scatter_add_rows, matmul,
                 element_strides, as_strided
 ``threads``     CPU parallelism: row_bands, parallel_for, threads_for,
-                by_channels, blas_info; settings THREADS, BAND_ELEMENTS,
+                by_channels, blas_info, blas_threads; settings THREADS, BAND_ELEMENTS,
                 CPU_BAND_ELEMENTS, DEVICE_BAND_ELEMENTS
 ``buffers``     scratch: per-thread reusable temporary buffers (named apart from
                 the function, so ``backend.scratch`` is the function)
@@ -54,7 +54,7 @@ from .frame import constant_frame
 from .native import as_strided, bincount, element_strides, matmul, scatter_add_rows, scatter_add_rows_portable
 from .rng import RNG
 from .buffers import scratch
-from .threads import blas_info, by_channels, parallel_for, row_bands, threads_for
+from .threads import blas_info, blas_threads, by_channels, parallel_for, row_bands, threads_for
 
 # Module-level settings, by name, and the module that defines and reads each.
 _SETTINGS = {name: _threads for name in ("THREADS", "BAND_ELEMENTS", "CPU_BAND_ELEMENTS", "DEVICE_BAND_ELEMENTS")}
@@ -65,7 +65,7 @@ __all__ = [
     "get_backend", "backend_of", "to_numpy", "to_backend",
     "RNG",
     "bincount", "matmul", "element_strides", "as_strided", "scatter_add_rows", "scatter_add_rows_portable",
-    "blas_info", "threads_for", "parallel_for", "row_bands", "by_channels",
+    "blas_info", "blas_threads", "threads_for", "parallel_for", "row_bands", "by_channels",
     "scratch",
     "constant_frame",
     *_SETTINGS,

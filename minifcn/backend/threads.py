@@ -75,6 +75,18 @@ def _openblas_set_local():
     return None
 
 
+def blas_threads():
+    """The thread count NumPy's OpenBLAS uses for a call from this thread now, or None."""
+    for lib in _openblas_libs():
+        for name in ("openblas_get_num_threads", "scipy_openblas_get_num_threads64_",
+                     "scipy_openblas_get_num_threads"):
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn.restype = ctypes.c_int
+                return fn()
+    return None
+
+
 def blas_info() -> dict:
     """``{"config": ..., "core": ...}`` of NumPy's OpenBLAS (the kernel it picked for this
     CPU, which OPENBLAS_CORETYPE can override), or {} when not found. For reports only."""
@@ -159,17 +171,21 @@ def parallel_for(fn, items, like):
         finally:
             _POOL.inside.active = False
 
-    helpers = []
-    if threads > 1:
-        pool = _POOL.get(threads_for(like) - 1)
-        helpers = [pool.submit(work) for _ in range(threads - 1)]
+    # One BLAS thread from before the first helper starts until the last one is done: in
+    # OpenBLAS's pthreads builds (NumPy's wheels) the "local" setting is process-wide, so
+    # setting it any later, or restoring it while helpers still run, would race with them
+    # and could leave the caller's BLAS on one thread after we return.
     old = _POOL.blas()(1)
+    helpers = []
     try:
+        if threads > 1:
+            pool = _POOL.get(threads_for(like) - 1)
+            helpers = [pool.submit(work) for _ in range(threads - 1)]
         work()
     finally:
-        _POOL.blas()(old)
         for h in helpers:             # wait for every helper before anyone reads the outputs
             h.exception()
+        _POOL.blas()(old)
     for h in helpers:
         h.result()                    # re-raise a helper's error
     return results
