@@ -65,10 +65,8 @@ def max_pool2d_with_indices(x, kernel_size, stride=None, padding=0, ceil_mode=Fa
     k, s, p, out = _check_inputs("max_pool2d_with_indices", x, kernel_size, stride, padding, ceil_mode)
     if reference_enabled():
         y, cache = reference.max_pool2d(x, k, s, p, ceil_mode)
-        winner = cache.winner
-    else:
-        y, winner, cache = pool.max_pool2d(x, k, s, p, out, with_winner=True)
-    return y, reference.pool_indices(winner, cache, out), cache
+        return y, reference.pool_indices(cache.winner, cache, out), cache
+    return pool.max_pool2d(x, k, s, p, out, with_indices=True)
 
 
 def max_pool2d_backward(dy, cache):

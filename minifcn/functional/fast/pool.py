@@ -7,6 +7,8 @@ padded input, and the output is the running maximum of those views, in cache-siz
 channel groups on all cores. Backward finds which offset won each window by comparing
 the views with the output (ties go to the first offset in row-major order, as the
 reference's argmax) and sends each dy to that winner; no index array is stored.
+SegNet's indices are found the same way (the first offset equal to the maximum) and
+written as flat input positions directly, without integer division.
 """
 from __future__ import annotations
 
@@ -32,38 +34,44 @@ def window_views(xpad, kernel, stride, out_size, channels):
     return [xpad[:, c0:c1, window(ky, oh, sh), window(kx, ow, sw)] for ky in range(kh) for kx in range(kw)]
 
 
-def max_pool2d(x, k, s, p, out_size, with_winner=False):
+def max_pool2d(x, k, s, p, out_size, with_indices=False):
     """The fast plan for validated arguments (pairs k, s, p; out_size (OH, OW)).
 
-    Returns ``(y, cache)``, or ``(y, winner, cache)`` with ``with_winner``: winner
-    (N, C, OH*OW) the kernel offset ky * KW + kx of each window's maximum (first wins).
+    Returns ``(y, cache)``, or ``(y, indices, cache)`` with ``with_indices``: indices
+    (N, C, OH, OW) int64, the flat input position h * W + w of each window's maximum
+    (the first in row-major window order), as :func:`..reference.pool_indices` gives.
     """
     xp = namespace(x)
     (n, c, h, w), (oh, ow) = x.shape, out_size
     size = (max(h + 2 * p[0], (oh - 1) * s[0] + k[0]), max(w + 2 * p[1], (ow - 1) * s[1] + k[1]))
     xpad = pad2d(x, p, value=-float("inf"), size=size)
     y = xp.empty((n, c, oh, ow), dtype=x.dtype, device=device(x))
-    winner = xp.zeros((n, c, oh, ow), dtype=xp.int64, device=device(x)) if with_winner else None
+    indices = xp.empty((n, c, oh, ow), dtype=xp.int64, device=device(x)) if with_indices else None
+    if with_indices:
+        # window (oy, ox) starts at input (oy S - P, ox S - P); offset (ky, kx) adds ky W + kx,
+        # and step[i] is what going from offset i to offset i + 1 adds
+        dev = device(x)
+        start = (xp.reshape(xp.arange(oh, dtype=xp.int64, device=dev), (oh, 1)) * s[0] - p[0]) * w \
+            + xp.reshape(xp.arange(ow, dtype=xp.int64, device=dev), (1, ow)) * s[1] - p[1]
+        step = [1 if (i + 1) % k[1] else w - k[1] + 1 for i in range(k[0] * k[1] - 1)]
 
     def chunk(c0, c1):
         views = window_views(xpad, k, s, (oh, ow), (c0, c1))
         m = views[0]
-        if winner is None:
-            for v in views[1:]:
-                m = xp.maximum(m, v)
-        else:
-            best = winner[:, c0:c1, :, :]
-            for i, v in enumerate(views[1:], start=1):
-                better = v > m
-                m = xp.where(better, v, m)
-                best = xp.where(better, xp.asarray(i, dtype=xp.int64, device=device(x)), best)
-            winner[:, c0:c1, :, :] = best
+        for v in views[1:]:
+            m = xp.maximum(m, v)
         y[:, c0:c1, :, :] = m
+        if indices is not None:     # step past every offset before the first that holds the maximum
+            best, not_yet = start, None
+            for i, v in enumerate(views[:-1]):
+                not_yet = v != m if not_yet is None else xp.logical_and(not_yet, v != m)
+                best = best + xp.astype(not_yet, xp.int64) * step[i]
+            indices[:, c0:c1, :, :] = best
 
     parallel_for(chunk, row_bands(c, n * size[0] * size[1], x), x)        # cache-sized channel groups
     cache = PoolCache(xpad, y, tuple(x.shape), k, s, p)
-    if with_winner:
-        return y, xp.reshape(winner, (n, c, oh * ow)), cache
+    if with_indices:
+        return y, indices, cache
     return y, cache
 
 
