@@ -42,7 +42,7 @@ from .train import TrainConfig, Trainer, iterations_for, model_names
 # scratch dropout only slows learning (mean IU 0.30 instead of 0.27 after 400-500 steps).
 # lr 0.02 sometimes sat on a loss plateau (about 1.1) for 700 steps and more; 0.01 left
 # it within 300 steps in each of three seeds.
-DEFAULT_ITERS = 2500     # about 240 s on a quiet 2-core CPU (0.096 s per iteration)
+DEFAULT_ITERS = 2500     # 457 s on the quiet 2-core VM of README's speed table (0.18 s per iteration)
 RECIPE = dict(width=0.125, lr=0.01, momentum=0.9, weight_decay=5e-4, warmup=50, grid=2, crop=128, dropout=0.0)
 QUICK = dict(width=0.0625, crop=64, iters=12, lr=0.005, warmup=4, checkpoint_every=6, log_every=3)
 
