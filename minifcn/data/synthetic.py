@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image
 
 from ..viz import voc_palette
+from .voc import void_borders
 
 VERSION = 1
 CLASS_NAMES = ("background", "disk", "ring", "bar", "triangle", "square")
@@ -101,19 +102,6 @@ def _shape_mask(cls, rng, yy, xx, small):
     raise ValueError(f"unknown class {cls}")
 
 
-def _void_boundaries(label):
-    """Mark 255 on every pixel whose 8-neighbourhood holds another label (a band on both sides)."""
-    p = np.pad(label, 1, mode="edge")
-    h, w = label.shape
-    edge = np.zeros(label.shape, dtype=bool)
-    for oy in range(3):
-        for ox in range(3):
-            edge |= p[oy:oy + h, ox:ox + w] != label
-    out = label.copy()
-    out[edge] = 255
-    return out
-
-
 def sample(rng, size=None, n_objects=(1, 4), clutter=(0, 1), noise=6.0, grain=0.3):
     """Draw one image and its label map.
 
@@ -145,7 +133,7 @@ def sample(rng, size=None, n_objects=(1, 4), clutter=(0, 1), noise=6.0, grain=0.
         img = np.where(mask[..., None], colour * texture[..., None], img)
         label[mask] = cls
     img = img * 255.0 + rng.normal(0, noise, size=img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8), _void_boundaries(label)
+    return np.clip(img, 0, 255).astype(np.uint8), void_borders(label)
 
 
 # ----------------------------------------------------------------------------

@@ -30,6 +30,22 @@ IGNORE = 255
 _PIL_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
+def void_borders(label, width=1):
+    """``label`` (H, W) with IGNORE (255) on every pixel that has a pixel of another value
+    within ``width`` pixels (its (2 width + 1)^2 neighbourhood): the void band VOC draws
+    on both sides of every object outline, about 2 width + 1 pixels wide."""
+    label = np.asarray(label)
+    h, w = label.shape
+    padded = np.pad(label, width, mode="edge")
+    edge = np.zeros(label.shape, dtype=bool)
+    for dy in range(2 * width + 1):
+        for dx in range(2 * width + 1):
+            edge |= padded[dy:dy + h, dx:dx + w] != label
+    out = label.copy()
+    out[edge] = IGNORE
+    return out
+
+
 def find_voc_root(root) -> Path:
     """The folder holding ``JPEGImages``: ``root`` itself, ``root/VOC2012`` or
     ``root/VOCdevkit/VOC2012`` (so both a VOC2012 folder and a VOCdevkit parent work)."""

@@ -41,6 +41,15 @@ def register_model(cls=None, *, name=None):
     return add(cls) if cls is not None else add
 
 
+def twin_layer(parent, name, layer):
+    """``layer.torch_module()``, registered on the PyTorch module ``parent`` under its
+    minifcn name (parameters then carry minifcn's names, and train()/eval() reach it).
+    The models' ``torch_module()`` build their twins from these."""
+    m = layer.torch_module()
+    setattr(parent, name, m)
+    return m
+
+
 def build(name, n_class=21, width=1.0, **kwargs):
     """Build a registered model by name (e.g. "fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce")."""
     if name not in MODELS:

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 from .. import init as initializers
 from ..layers import Conv2d, Dropout, Interpolate, Layer, ReLU
-from .base import TrunkModel, check_n_class, register_model
+from .base import TrunkModel, check_n_class, register_model, twin_layer
 from .geometry import compose
 from .vgg import DEEPLAB_LARGEFOV, DEEPLAB_VGG16, DILATION_FRONTEND, FC, VGG16, channels
 
@@ -199,14 +199,9 @@ class DilatedSegmenter(TrunkModel):
         class Twin(nn.Module):
             def __init__(self):
                 super().__init__()
-                self.trunk_ops = [self._module(name, layer) for name, layer in model.trunk]
-                self.head_ops = [[self._module(name, layer) for name, layer in head.chain] for head in model.heads]
+                self.trunk_ops = [twin_layer(self, name, layer) for name, layer in model.trunk]
+                self.head_ops = [[twin_layer(self, name, layer) for name, layer in head.chain] for head in model.heads]
                 self.resize = model.interpolate.torch_module()
-
-            def _module(self, name, layer):
-                m = layer.torch_module()
-                setattr(self, name, m)      # registered: named like minifcn's, reached by train()/eval()
-                return m
 
             def forward(self, x):
                 h = x

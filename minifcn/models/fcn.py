@@ -29,7 +29,7 @@ import dataclasses
 
 from ..backend import backend_of
 from ..layers import Conv2d, ConvTranspose2d, Crop
-from .base import TrunkModel, check_n_class, register_model
+from .base import TrunkModel, check_n_class, register_model, twin_layer
 from .geometry import IDENTITY, compose, crop_offset
 from .vgg import FCN_VGG16, VGG16
 
@@ -182,18 +182,13 @@ class FCN(TrunkModel):
         class Twin(nn.Module):
             def __init__(self):
                 super().__init__()
-                self.ops = [(name, self._module(name, layer)) for name, layer in model.trunk]
-                self.score_fr = self._module("score_fr", model.score_fr)
-                self.skips = [(s.spec, self._module(s.spec.up, getattr(model, s.spec.up)),
-                               self._module(s.spec.score, getattr(model, s.spec.score)), s.crop.offset)
+                self.ops = [(name, twin_layer(self, name, layer)) for name, layer in model.trunk]
+                self.score_fr = twin_layer(self, "score_fr", model.score_fr)
+                self.skips = [(s.spec, twin_layer(self, s.spec.up, getattr(model, s.spec.up)),
+                               twin_layer(self, s.spec.score, getattr(model, s.spec.score)), s.crop.offset)
                               for s in model.skips]
-                self.final = self._module(model.FINAL[0], model.upscore_final)
+                self.final = twin_layer(self, model.FINAL[0], model.upscore_final)
                 self.final_offset = model.crop_final.offset
-
-            def _module(self, name, layer):
-                m = layer.torch_module()
-                setattr(self, name, m)      # registered: named like minifcn's, reached by train()/eval()
-                return m
 
             def forward(self, x):
                 h, taps = x, {}

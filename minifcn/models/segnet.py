@@ -36,7 +36,7 @@ import dataclasses
 
 from ..init import generator
 from ..layers import BatchNorm2d, Conv2d, MaxUnpool2d, ReLU
-from .base import TrunkModel, check_n_class, register_model
+from .base import TrunkModel, check_n_class, register_model, twin_layer
 from .vgg import SEGNET_ENCODER, VGG16, Stage, channels
 
 __all__ = ["SegNet", "DecoderStage", "decoder_table"]
@@ -144,16 +144,11 @@ class SegNet(TrunkModel):
             def __init__(self):
                 super().__init__()
                 # (name, module, keeps indices) and (name, module, name of the pool it unpools)
-                self.encoder = [(name, self._module(name, layer), bool(getattr(layer, "return_indices", False)))
+                self.encoder = [(name, twin_layer(self, name, layer), bool(getattr(layer, "return_indices", False)))
                                 for name, layer in model.trunk]
-                self.decoder = [(name, self._module(name, layer),
+                self.decoder = [(name, twin_layer(self, name, layer),
                                  names[id(model._pool_of[name])] if name in model._pool_of else None)
                                 for name, layer in model.decoder]
-
-            def _module(self, name, layer):
-                m = layer.torch_module()
-                setattr(self, name, m)      # registered: named like minifcn's, reached by train()/eval()
-                return m
 
             def forward(self, x):
                 h, pooled = x, {}
