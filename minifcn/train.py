@@ -775,6 +775,7 @@ def main(args) -> int:
               f"above {done}, or --seconds S)")
         return 0
     trainer = Trainer(config, resume=args.resume, overwrite=args.overwrite)
+    first, started = trainer.iteration, time.perf_counter()
     try:
         result = trainer.run()
     except TrainingDiverged as exc:
@@ -783,6 +784,10 @@ def main(args) -> int:
     except KeyboardInterrupt as exc:
         print(str(exc), file=sys.stderr)
         return 130
+    took = time.perf_counter() - started
+    from .io import _duration
+    print(f"trained iterations {first + 1}-{trainer.iteration} in {_duration(took)} "
+          f"({(trainer.iteration - first) / max(took, 1e-9):.2f} it/s, validation included)")
     if result is not None:
         print(format_metrics(result))
     print(f"checkpoint {trainer.ckpt_path}, log {trainer.log_path}, curves {trainer.out / 'curves.png'}")

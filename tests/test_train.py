@@ -117,9 +117,12 @@ def test_train_command_errors_and_run(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     args = ["train", "--model", "fcn32s", "--width", "0.0625", "--crop", "32", "--iters", "3", "--val-every", "0",
             "--warmup", "1", "--out", str(tmp_path / "cli")]
+    capsys.readouterr()
     assert cli(args) == 0
     assert load_npz(tmp_path / "cli" / "checkpoint.npz")[1]["train"]["iteration"] == 3
+    assert "trained iterations 1-3 in " in capsys.readouterr().out     # a summary even without validation
     assert cli(["train", "--iters", "5", "--out", str(tmp_path / "cli"), "--resume"]) == 0
+    assert "trained iterations 4-5 in " in capsys.readouterr().out
     # a resumed run keeps the settings it started with but --iters extends it
     arrays, meta = load_npz(tmp_path / "cli" / "checkpoint.npz")
     assert meta["train"]["iteration"] == 5
