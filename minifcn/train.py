@@ -787,7 +787,8 @@ def main(args) -> int:
     took = time.perf_counter() - started
     from .io import _duration
     print(f"trained iterations {first + 1}-{trainer.iteration} in {_duration(took)} "
-          f"({(trainer.iteration - first) / max(took, 1e-9):.2f} it/s, validation included)")
+          f"({(trainer.iteration - first) / max(took, 1e-9):.2f} it/s"
+          + (", validation included)" if config.val_every else ")"))
     if result is not None:
         print(format_metrics(result))
     print(f"checkpoint {trainer.ckpt_path}, log {trainer.log_path}, curves {trainer.out / 'curves.png'}")
