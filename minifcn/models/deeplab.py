@@ -165,7 +165,6 @@ class DilatedSegmenter(TrunkModel):
         """One ``[(name, layer)]`` per parallel head on the trunk's output (their scores add)."""
         return [[("fc8", score_layer(self.out_channels, self.n_class, init_rng))]]
 
-
     @property
     def config(self) -> dict:
         return {"name": self.name, "n_class": self.n_class, "width": self.width, "dropout": self.dropout,

@@ -85,7 +85,6 @@ class FCN(TrunkModel):
             skip.crop.offset = offsets[skip.spec.score]
         self.crop_final.offset = offsets[self.FINAL[0]]
 
-
     def trunk_until(self, name):
         return self.backbone.trunk_until(name)
 

@@ -55,6 +55,7 @@ _G_SIGNED = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, -1.0
 _A_T = ((1, 1, 1, 0), (0, 1, -1, -1))
 
 MIN_BAND_TILES = 32      # fewer tiles per band leave the 16 GEMMs too thin
+MIN_BANDS = 4            # bands per call on NumPy, whatever the core count
 BAND_SCALE = 4           # bands of BAND_SCALE x minifcn.backend's band elements: a band makes about 30
                          # NumPy calls, and at 4x im2col's band size their overhead stops mattering
                          # (measured at 256x256 on 2 cores: 16 channels 49 -> 24 ms, 32 channels 17 -> 13 ms)
@@ -78,8 +79,6 @@ def applies(w_shape, s, p, d):
 # 64, slower (0.7-0.95x) with 16-32, where the memory-bound transforms outweigh the GEMMs.
 MIN_CHANNELS = 128
 
-
-MIN_BANDS = 4                  # bands per call on NumPy, whatever the core count
 
 def pays(x, w_shape, s, p, d):
     """Whether the dispatcher should take this plan: it :func:`applies`, x is a NumPy array
