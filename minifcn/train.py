@@ -48,6 +48,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -207,18 +208,30 @@ class Batches:
             self.stream, self.dataset = None, VOCSegmentation(config.data, "train")
             self.class_names = list(self.dataset.class_names)
         self.n_class = len(self.class_names)
+        self._ahead = None   # the next canvas, being drawn (an _Ahead)
 
     def _one(self):
         if self.stream is not None:
             return next(self.stream)
         return self.dataset[int(self.rng.integers(len(self.dataset)))]
 
-    def __next__(self):
+    def _draw(self):
         from .data import random_flip, tile
 
         samples = [random_flip(*self._one(), self.rng) for _ in range(self.grid * self.grid)]
         image, label = tile(samples, grid=(self.grid, self.grid), crop=self.crop, rng=self.rng)
         return image, label.astype(np.int64)
+
+    def __next__(self):
+        """The next canvas. The one after it is drawn meanwhile in a background thread (drawing
+        is mostly NumPy and PIL work that releases the GIL, so it overlaps the training step);
+        the canvases and the states are exactly those of drawing one after the other."""
+        if self._ahead is None:
+            self._ahead = _Ahead(self._state(), self._draw)
+        ahead, self._ahead = self._ahead, None
+        item = ahead.result()  # a drawing error surfaces here, in the step that needed the canvas
+        self._ahead = _Ahead(self._state(), self._draw)
+        return item
 
     def class_weights(self, n=64):
         """Weights proportional to freq ** -0.5 from ``n`` samples (absent classes get the
@@ -237,14 +250,45 @@ class Batches:
         w[freq == 0] = w.max() if w.max() > 0 else 1.0
         return w / float((freq * w).sum() or 1.0)
 
-    def state(self):
+    def _state(self):
         return {"rng": self.rng.bit_generator.state,
                 "stream": self.stream.state() if self.stream is not None else None}
 
+    def state(self):
+        """The RNG states from which the next canvas ``next()`` returns is drawn."""
+        return self._state() if self._ahead is None else self._ahead.state
+
     def set_state(self, state):
+        if self._ahead is not None:   # the canvas drawn ahead came from the old state
+            self._ahead.wait()
+            self._ahead = None
         self.rng.bit_generator.state = state["rng"]
         if self.stream is not None:
             self.stream.set_state(state["stream"])
+
+
+class _Ahead:
+    """``draw()`` running in a daemon thread; ``state`` is the RNG state it started from."""
+
+    def __init__(self, state, draw):
+        self.state, self._item, self._error = state, None, None
+        self._thread = threading.Thread(target=self._run, args=(draw,), name="minifcn-batches", daemon=True)
+        self._thread.start()
+
+    def _run(self, draw):
+        try:
+            self._item = draw()
+        except BaseException as exc:  # noqa: BLE001 - re-raised by result()
+            self._error = exc
+
+    def wait(self):
+        self._thread.join()
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._item
 
 
 # ----------------------------------------------------------------------------

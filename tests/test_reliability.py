@@ -185,8 +185,9 @@ def test_sigterm_saves_like_ctrl_c(tmp_path, monkeypatch):
 
 
 def test_unreadable_image_mid_run_saves_and_resumes_exactly(tmp_path, monkeypatch):
-    """A training image goes bad during iteration 3: the state after iteration 2 is saved and the
-    error is one line; once the file is fixed, resuming gives what an unbroken run gives."""
+    """The images iteration 3 reads go bad: the state after iteration 2 is saved and the error is
+    one line; once the files are fixed, resuming gives what an unbroken run gives. (Canvases are
+    drawn one step ahead, so iteration 3's images are read while iteration 2 runs.)"""
     root = make_dataset(tmp_path / "data", n_train=3, n_val=1, seed=1, progress=False)
     kw = dict(iters=4, data=root, checkpoint_every=100, class_weights=False)
     straight = Trainer(_config(tmp_path, "a", **kw), progress=False)
@@ -197,7 +198,7 @@ def test_unreadable_image_mid_run_saves_and_resumes_exactly(tmp_path, monkeypatc
     step = broken.step
 
     def step_with_bad_data():
-        if broken.iteration == 2:
+        if broken.iteration == 1:
             for p in jpgs:
                 p.write_bytes(b"garbage")
         return step()

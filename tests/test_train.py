@@ -68,6 +68,30 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path, monkeypatch
     assert not np.array_equal(a["score_fr.weight"], 0 * a["score_fr.weight"])  # it did learn
 
 
+def test_canvases_drawn_ahead_are_those_drawn_one_after_the_other(tmp_path):
+    """Batches draws the next canvas in a background thread; canvases and the state() a checkpoint
+    stores are exactly those of plain sequential draws, also after set_state()."""
+    config = _config(tmp_path)
+    ahead, plain = Batches(config), Batches(config)
+    states = []
+    for _ in range(3):
+        states.append(plain._state())
+        assert ahead.state() == states[-1]
+        image, label = next(ahead)
+        want_image, want_label = plain._draw()
+        assert np.array_equal(image, want_image) and np.array_equal(label, want_label)
+    ahead.set_state(states[1])   # back two canvases, as a failed step does
+    assert ahead.state() == states[1]
+    assert np.array_equal(next(ahead)[1], _nth_label(config, 1))
+
+
+def _nth_label(config, n):
+    b = Batches(config)
+    for _ in range(n):
+        b._draw()
+    return b._draw()[1]
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     trainer = Trainer(_config(tmp_path, iters=10, checkpoint_every=2), progress=False)
     step = trainer.step
