@@ -114,15 +114,17 @@ def sample(rng, size=None, n_objects=(1, 4), clutter=(0, 1), noise=6.0, grain=0.
     """
     h, w = size if size is not None else rng.integers(SIZE_RANGE[0], SIZE_RANGE[1] + 1, size=2)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    # the image is built as (3, H, W) colour planes (each operation then runs along whole rows,
+    # not along the 3 channels of a pixel) and returned as (H, W, 3)
     # background: two random colours mixed by smooth noise, plus a fine texture
-    t = _smooth_noise(rng, h, w, int(rng.integers(2, 6)))[..., None]
-    img = _colour(rng) * t + _colour(rng) * (1 - t)
-    img *= (1 - grain / 2 + grain * _smooth_noise(rng, h, w, int(rng.integers(12, 24))))[..., None]
+    t = _smooth_noise(rng, h, w, int(rng.integers(2, 6)))
+    img = _paint(_colour(rng), t) + _paint(_colour(rng), 1 - t)
+    img *= 1 - grain / 2 + grain * _smooth_noise(rng, h, w, int(rng.integers(12, 24)))
     label = np.zeros((h, w), dtype=np.uint8)
     for _ in range(int(rng.integers(clutter[0], clutter[1] + 1))):  # unlabeled blotches
         blob = _smooth_noise(rng, h, w, 6) * np.exp(-((yy - rng.uniform(0, h)) ** 2 + (xx - rng.uniform(0, w)) ** 2)
                                                     / (2 * rng.uniform(8, 20) ** 2))
-        img = np.where((blob > 0.35)[..., None], _colour(rng) * (0.8 + 0.4 * t), img)
+        img = np.where(blob > 0.35, _paint(_colour(rng), 0.8 + 0.4 * t), img)
     for _ in range(int(rng.integers(n_objects[0], n_objects[1] + 1))):
         cls = int(rng.integers(1, N_CLASS))
         mask, texture = _shape_mask(cls, rng, yy, xx, small=rng.random() < 0.35)
@@ -130,10 +132,15 @@ def sample(rng, size=None, n_objects=(1, 4), clutter=(0, 1), noise=6.0, grain=0.
             continue
         hue = (cls - 1) / (N_CLASS - 1)
         colour = _colour(rng, hue)
-        img = np.where(mask[..., None], colour * texture[..., None], img)
+        img = np.where(mask, _paint(colour, texture), img)
         label[mask] = cls
-    img = img * 255.0 + rng.normal(0, noise, size=img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8), void_borders(label)
+    img = img * 255.0 + rng.normal(0, noise, size=(h, w, 3)).transpose(2, 0, 1)
+    return np.ascontiguousarray(np.clip(img, 0, 255).astype(np.uint8).transpose(1, 2, 0)), void_borders(label)
+
+
+def _paint(colour, shade):
+    """(3, H, W) colour planes: an RGB ``colour`` (3,) times a ``shade`` (H, W)."""
+    return colour[:, None, None] * shade
 
 
 # ----------------------------------------------------------------------------
