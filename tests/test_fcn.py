@@ -41,12 +41,13 @@ def probe_value(model, x, dy):
     return float(np.sum(to_numpy(dy) * to_numpy(model.forward(x))))
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_gradcheck_every_parameter(name):
+@pytest.mark.parametrize("name,same", [(n, False) for n in NAMES] + [("fcn32s", True), ("fcn8s", True)])
+def test_gradcheck_every_parameter(name, same):
     """float64 central differences against the hand-written backward, on numpy: for the input
     and for EACH parameter tensor separately one random direction (every entry takes part),
-    plus a sample of single entries. The upsampling weights are unfrozen for the check."""
-    model = tiny(name, learn_upsampling=True)
+    plus a sample of single entries. The upsampling weights are unfrozen for the check.
+    ``same``: the same-padding trunk, whose heads crop h instead of the skips."""
+    model = tiny(name, learn_upsampling=True, same_padding=same)
     x = image("numpy")
     rng = np.random.default_rng(2)
     model.zero_grad()
@@ -79,10 +80,11 @@ def test_gradcheck_every_parameter(name):
         assert abs(numeric - grad[idx]) <= 1e-6 + 1e-4 * abs(numeric), (label, idx, numeric, grad[idx])
 
 
-@pytest.mark.parametrize("name", ["fcn32s", "fcn8s-atonce"])      # the head without and with skips
-def test_gradcheck_on_every_backend(name, backend):
+# the head without and with skips, and with skips that crop h (same padding)
+@pytest.mark.parametrize("name,same", [("fcn32s", False), ("fcn8s-atonce", False), ("fcn8s", True)])
+def test_gradcheck_on_every_backend(name, same, backend):
     """Random-direction checks of the whole model (input and all parameters) on each backend."""
-    model = tiny(name, backend.name)
+    model = tiny(name, backend.name, same_padding=same)
     report = check_layer(model, image(backend.name, (1, 3, 5, 4)), directions=2, seed=3)
     assert report.ok, str(report)
 
@@ -116,9 +118,10 @@ def test_gradcheck_with_dropout_in_training_mode():
 
 
 # --- shapes and initial output -----------------------------------------------------------
+@pytest.mark.parametrize("same", [False, True])
 @pytest.mark.parametrize("name", NAMES)
-def test_output_size_equals_input_size(name):
-    model = build(name, n_class=5, width=TINY)
+def test_output_size_equals_input_size(name, same):
+    model = build(name, n_class=5, width=TINY, same_padding=same)
     for h, w in [(1, 1), (1, 6), (2, 3), (13, 17), (31, 2), (32, 33), (47, 64)]:
         x = image("numpy", (1, 3, h, w), "float32")
         y = model.forward(x)
@@ -151,6 +154,14 @@ def test_structure_and_config():
                         "dropout": 0.5, "seed": 0}
     again = build(**m.config)
     assert type(again) is FCN8s and list(again.state_dict()) == list(m.state_dict())
+    same = FCN8s(n_class=7, width=TINY, same_padding=True)
+    assert same.config == {**m.config, "same_padding": True}
+    again = build(**same.config)
+    assert again.conv1_1.padding in (1, (1, 1)) and again.fc6.padding in (3, (3, 3))
+    assert m.conv1_1.padding in (100, (100, 100)) and m.fc6.padding in (0, (0, 0))
+    assert [n for n, _ in same.named_parameters()] == [n for n, _ in m.named_parameters()]
+    with pytest.raises(ValueError, match="same_padding must be True or False, got 'yes'"):
+        FCN8s(width=TINY, same_padding="yes")
     assert [n for n, _ in FCN32s(width=TINY).named_parameters()][-3:] == \
         ["score_fr.weight", "score_fr.bias", "upscore.weight"]
     assert "upscore16.weight" in FCN16s(width=TINY).state_dict()
@@ -296,47 +307,58 @@ def test_models_run_on_the_device1_backend(name):
 
 # --- an independent implementation --------------------------------------------------------
 OFFSETS = {"fcn32s": (19,), "fcn16s": (5, 27), "fcn8s": (5, 9, 31), "fcn8s-atonce": (5, 9, 31)}
+# Same padding (conv1_1 pad 1, fc6 pad 3), worked out by hand: pool k's pixel q is centred
+# on input 2^k q + (2^k - 1) / 2, and a (K, S) upsampling's pixel u on its input's (u - (K - 1) / 2) / S.
+# upscore2(score_fr) u: 32 (u - 3/2) / 2 + 31/2 = 16 (u - 1) + 15/2 = pool4's pixel u - 1,
+# so h is cropped by 1 (and again by 1 at pool3); the final upsampling's pixel u is centred
+# on input u - 16 (FCN-32s), u - 8 (FCN-16s), u - 4 (FCN-8s).
+SAME_OFFSETS = {"fcn32s": (16,), "fcn16s": (1, 8), "fcn8s": (1, 1, 4), "fcn8s-atonce": (1, 1, 4)}
 
 
-def torch_fcn(name, P, x):
+def torch_fcn(name, P, x, same=False):
     """The FCNs as the reference nets define them, in PyTorch (eval mode), with the
-    reference crop offsets typed in."""
+    reference crop offsets typed in; ``same``: the same-padding trunk, h cropped at the skips."""
     import torch.nn.functional as TF
 
     def crop(t, o, like):
         return t[:, :, o:o + like.shape[2], o:o + like.shape[3]]
 
+    def fuse(h, s, o):
+        return crop(h, o, s) + s if same else h + crop(s, o, h)
+
     h, pools = x, {}
     for block, n in enumerate([2, 2, 3, 3, 3], start=1):
         for i in range(1, n + 1):
-            pad = 100 if block == 1 and i == 1 else 1
+            pad = 100 if block == 1 and i == 1 and not same else 1
             h = TF.relu(TF.conv2d(h, P[f"conv{block}_{i}.weight"], P[f"conv{block}_{i}.bias"], padding=pad))
         h = TF.max_pool2d(h, 2, 2, ceil_mode=True)
         pools[block] = h
-    h = TF.relu(TF.conv2d(h, P["fc6.weight"], P["fc6.bias"]))
+    h = TF.relu(TF.conv2d(h, P["fc6.weight"], P["fc6.bias"], padding=3 if same else 0))
     h = TF.relu(TF.conv2d(h, P["fc7.weight"], P["fc7.bias"]))
     h = TF.conv2d(h, P["score_fr.weight"], P["score_fr.bias"])
-    offsets = OFFSETS[name]
+    offsets = (SAME_OFFSETS if same else OFFSETS)[name]
     if name == "fcn32s":
         return crop(TF.conv_transpose2d(h, P["upscore.weight"], stride=32), offsets[0], x)
     s4, s3 = (0.01, 0.0001) if name == "fcn8s-atonce" else (1.0, 1.0)
     h = TF.conv_transpose2d(h, P["upscore2.weight"], stride=2)
-    h = h + crop(TF.conv2d(pools[4] * s4, P["score_pool4.weight"], P["score_pool4.bias"]), offsets[0], h)
+    h = fuse(h, TF.conv2d(pools[4] * s4, P["score_pool4.weight"], P["score_pool4.bias"]), offsets[0])
     if name == "fcn16s":
         return crop(TF.conv_transpose2d(h, P["upscore16.weight"], stride=16), offsets[1], x)
     h = TF.conv_transpose2d(h, P["upscore_pool4.weight"], stride=2)
-    h = h + crop(TF.conv2d(pools[3] * s3, P["score_pool3.weight"], P["score_pool3.bias"]), offsets[1], h)
+    h = fuse(h, TF.conv2d(pools[3] * s3, P["score_pool3.weight"], P["score_pool3.bias"]), offsets[1])
     return crop(TF.conv_transpose2d(h, P["upscore8.weight"], stride=8), offsets[2], x)
 
 
+@pytest.mark.parametrize("same", [False, True])
 @pytest.mark.parametrize("name", NAMES)
-def test_agrees_with_pytorch_forward_and_every_gradient(name):
+def test_agrees_with_pytorch_forward_and_every_gradient(name, same):
     torch = pytest.importorskip("torch")
-    model = randomize(build(name, n_class=4, width=TINY, learn_upsampling=True).to(dtype="float64"), 9).eval()
+    model = randomize(build(name, n_class=4, width=TINY, learn_upsampling=True, same_padding=same)
+                      .to(dtype="float64"), 9).eval()
     x = image("numpy", (2, 3, 13, 19))
     P = {k: torch.tensor(v, requires_grad=True) for k, v in model.state_dict().items()}
     xt = torch.tensor(x, requires_grad=True)
-    yt = torch_fcn(name, P, xt)
+    yt = torch_fcn(name, P, xt, same)
     y = model.forward(x)
     np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-10, atol=1e-12)
     dy = np.random.default_rng(6).standard_normal(y.shape)

@@ -28,6 +28,18 @@ def test_reference_offsets():
     assert [s.crop.offset for s in m.skips] == [(5, 5), (9, 9)] and m.crop_final.offset == (31, 31)
 
 
+def test_same_padding_offsets_crop_h():
+    """Same padding (conv1_1 pad 1, fc6 pad 3): the upsampled h starts one pixel before each
+    skip, so h is cropped (keyed by the upsampling); the final offsets are 16; 8; 4 (worked
+    out by hand in tests/test_fcn.py)."""
+    assert FCN32s(width=WIDTH, same_padding=True).crop_offsets() == {"upscore": (16, 16)}
+    assert FCN16s(width=WIDTH, same_padding=True).crop_offsets() == {"upscore2": (1, 1), "upscore16": (8, 8)}
+    m = FCN8s(width=WIDTH, same_padding=True)
+    assert m.crop_offsets() == {"upscore2": (1, 1), "upscore_pool4": (1, 1), "upscore8": (4, 4)}
+    assert [s.crop_h.offset for s in m.skips] == [(1, 1), (1, 1)] and m.crop_final.offset == (4, 4)
+    assert all(s.crop_h is None for s in FCN8s(width=WIDTH).skips)
+
+
 def test_layer_maps_by_hand():
     # conv 3x3 pad 1: the window of output o is centred on input o
     assert coord_map(Conv2d(1, 1, 3, padding=1)) == CoordMap(fr_pair(1), fr_pair(0))

@@ -18,6 +18,12 @@ FCN8sAtOnce    as FCN8s, pool4 scaled by 0.01 and pool3 by 0.0001 (the reference
                "at-once" net, trained in one stage)
 =============  ======================  =========================  =================
 
+With ``same_padding=True`` the trunk is :data:`.vgg.FCN_VGG16_SAME` (conv1_1 pad 1, fc6
+pad 3): no 100-pixel margin, so a 384 px input costs 2.3x fewer trunk pixels (584^2 /
+384^2). The upsampled h then starts before its skip (the shift is -1 at both skips), so
+h is cropped to the skip instead: offsets h 1, final 16 (FCN-32s); h 1, final 8 (FCN-16s);
+h 1 and 1, final 4 (FCN-8s).
+
 The 2x upsamplings (upscore2, upscore_pool4) are (4, 2). Score layers are 1x1 convs
 initialised to zero; upsamplings are transposed convolutions without bias, initialised
 to the bilinear kernel and frozen unless ``learn_upsampling``. The crop offsets are
@@ -30,8 +36,8 @@ import dataclasses
 from ..backend import backend_of
 from ..layers import Conv2d, ConvTranspose2d, Crop
 from .base import TrunkModel, check_n_class, register_model, twin_layer
-from .geometry import IDENTITY, compose, crop_offset
-from .vgg import FCN_VGG16, VGG16
+from .geometry import IDENTITY, compose, crop_offset, shift_between
+from .vgg import FCN_VGG16, FCN_VGG16_SAME, VGG16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +54,7 @@ class SkipSpec:
 class _Skip:
     spec: SkipSpec
     crop: Crop       # aligns the skip's score with the upsampled h
+    crop_h: Crop | None = None   # or, where h starts first (same padding), h with the score
 
 
 class FCN(TrunkModel):
@@ -64,14 +71,19 @@ class FCN(TrunkModel):
 
     name = ""
     TRUNK = FCN_VGG16                  # the trunk table (see :mod:`.vgg`)
+    SAME_TRUNK = FCN_VGG16_SAME        # the trunk with ``same_padding``
     SKIPS: tuple = ()
     FINAL = ("upscore", 64, 32)        # (name, kernel, stride) of the last upsampling
     UP2 = (4, 2)                       # (kernel, stride) of the 2x upsamplings of the skips
 
-    def __init__(self, n_class=21, width=1.0, learn_upsampling=False, dropout=0.5, seed=0):
+    def __init__(self, n_class=21, width=1.0, learn_upsampling=False, dropout=0.5, seed=0, same_padding=False):
         check_n_class(n_class)
-        self.register_inline("backbone", VGG16(self.TRUNK, width=width, dropout=dropout, seed=seed))
+        if not isinstance(same_padding, bool):
+            raise ValueError(f"{type(self).__name__} same_padding must be True or False, got {same_padding!r}")
+        trunk = self.SAME_TRUNK if same_padding else self.TRUNK
+        self.register_inline("backbone", VGG16(trunk, width=width, dropout=dropout, seed=seed))
         self.n_class, self.learn_upsampling, self.dropout, self.seed = int(n_class), learn_upsampling, dropout, seed
+        self.same_padding = same_padding
         self.score_fr = Conv2d(self.out_channels, n_class, 1, init="zeros")
         self.skips = []
         for spec in self.SKIPS:
@@ -82,7 +94,10 @@ class FCN(TrunkModel):
         self.crop_final = Crop((0, 0))
         offsets = self.crop_offsets()
         for skip in self.skips:
-            skip.crop.offset = offsets[skip.spec.score]
+            if skip.spec.up in offsets:
+                skip.crop_h = Crop(offsets[skip.spec.up])
+            else:
+                skip.crop.offset = offsets[skip.spec.score]
         self.crop_final.offset = offsets[self.FINAL[0]]
 
     def trunk_until(self, name):
@@ -116,13 +131,16 @@ class FCN(TrunkModel):
     def config(self) -> dict:
         """JSON-able arguments that rebuild this model: ``build(**model.config)``."""
         return {"name": self.name, "n_class": self.n_class, "width": self.width,
-                "learn_upsampling": self.learn_upsampling, "dropout": self.dropout, "seed": self.seed}
+                "learn_upsampling": self.learn_upsampling, "dropout": self.dropout, "seed": self.seed,
+                **({"same_padding": True} if self.same_padding else {})}
 
     def crop_offsets(self) -> dict:
         """Crop offsets {cropped layer: (oy, ox)} derived from the layers' coordinate maps.
 
         The fused path runs trunk -> score_fr -> upsamplings; each skip's score is cropped
-        to align with it, and the final upsampling is cropped to align with the input.
+        to align with it (key: the score layer), or where the upsampled h starts first, h
+        is cropped to align with the score (key: the upsampling), and the final upsampling
+        is cropped to align with the input.
         """
         path = self.trunk_until("drop7") + [self.score_fr]
         offsets = {}
@@ -130,7 +148,11 @@ class FCN(TrunkModel):
             spec = skip.spec
             path = path + [getattr(self, spec.up)]
             branch = self.trunk_until(spec.tap) + [getattr(self, spec.score)]
-            offsets[spec.score] = crop_offset(compose(branch), compose(path))
+            if all(o >= 0 for o in shift_between(compose(branch), compose(path))):
+                offsets[spec.score] = crop_offset(compose(branch), compose(path))
+            else:
+                offsets[spec.up] = crop_offset(compose(path), compose(branch))
+                path = path + [Crop(offsets[spec.up])]
         offsets[self.FINAL[0]] = crop_offset(compose(path + [self.upscore_final]), IDENTITY)
         return offsets
 
@@ -146,7 +168,11 @@ class FCN(TrunkModel):
             pool = taps[spec.tap]
             if spec.scale != 1.0:
                 pool = pool * spec.scale
-            h = h + skip.crop(getattr(self, spec.score)(pool), h.shape[2:])
+            score = getattr(self, spec.score)(pool)
+            if skip.crop_h is None:
+                h = h + skip.crop(score, h.shape[2:])
+            else:
+                h = skip.crop_h(h, score.shape[2:]) + score
         h = self.upscore_final(h)
         self._out_shape = (x.shape[0], self.n_class, *x.shape[2:])
         return self.crop_final(h, x.shape[2:])
@@ -162,7 +188,11 @@ class FCN(TrunkModel):
         dtaps = {}
         for skip in reversed(self.skips):
             spec = skip.spec
-            dpool = getattr(self, spec.score).backward(skip.crop.backward(dh))   # the sum passes dh to both terms
+            # the sum passes dh to both terms
+            dscore = skip.crop.backward(dh) if skip.crop_h is None else dh
+            if skip.crop_h is not None:
+                dh = skip.crop_h.backward(dh)
+            dpool = getattr(self, spec.score).backward(dscore)
             if spec.scale != 1.0:
                 dpool = dpool * spec.scale
             dtaps[spec.tap] = dpool
@@ -184,7 +214,8 @@ class FCN(TrunkModel):
                 self.ops = [(name, twin_layer(self, name, layer)) for name, layer in model.trunk]
                 self.score_fr = twin_layer(self, "score_fr", model.score_fr)
                 self.skips = [(s.spec, twin_layer(self, s.spec.up, getattr(model, s.spec.up)),
-                               twin_layer(self, s.spec.score, getattr(model, s.spec.score)), s.crop.offset)
+                               twin_layer(self, s.spec.score, getattr(model, s.spec.score)), s.crop.offset,
+                               None if s.crop_h is None else s.crop_h.offset)
                               for s in model.skips]
                 self.final = twin_layer(self, model.FINAL[0], model.upscore_final)
                 self.final_offset = model.crop_final.offset
@@ -195,10 +226,14 @@ class FCN(TrunkModel):
                     h = op(h)
                     taps[name] = h
                 h = self.score_fr(h)
-                for spec, up, score, (oy, ox) in self.skips:
+                for spec, up, score, (oy, ox), h_offset in self.skips:
                     h = up(h)
                     s = score(taps[spec.tap] * spec.scale if spec.scale != 1.0 else taps[spec.tap])
-                    h = h + s[:, :, oy:oy + h.shape[2], ox:ox + h.shape[3]]
+                    if h_offset is None:
+                        h = h + s[:, :, oy:oy + h.shape[2], ox:ox + h.shape[3]]
+                    else:
+                        hy, hx = h_offset
+                        h = h[:, :, hy:hy + s.shape[2], hx:hx + s.shape[3]] + s
                 h = self.final(h)
                 oy, ox = self.final_offset
                 return h[:, :, oy:oy + x.shape[2], ox:ox + x.shape[3]]

@@ -34,8 +34,8 @@ from __future__ import annotations
 
 from ..coordmap import IDENTITY, CoordMap
 
-__all__ = ["CoordMap", "IDENTITY", "coord_map", "compose", "crop_offset", "receptive_field",
-           "output_stride"]
+__all__ = ["CoordMap", "IDENTITY", "coord_map", "compose", "shift_between", "crop_offset",
+           "receptive_field", "output_stride"]
 
 
 def coord_map(layer) -> CoordMap:
@@ -75,15 +75,22 @@ def output_stride(layers) -> tuple:
     return tuple(int(a) if a.denominator == 1 else a for a in compose(layers).scale)
 
 
+def shift_between(big: CoordMap, ref: CoordMap) -> tuple:
+    """(oy, ox), exact fractions: the position in the blob with map ``big`` of the ref blob's
+    first pixel, ``(b_ref - b_big) / a``. Negative where ``ref`` starts first (then ``ref``
+    is the one to crop). Raises ValueError when the scales differ."""
+    if big.scale != ref.scale:
+        raise ValueError(f"cannot align blobs of different scales {_fmt(big.scale)} and {_fmt(ref.scale)}")
+    return tuple((br - bb) / a for bb, br, a in zip(big.shift, ref.shift, big.scale))
+
+
 def crop_offset(big: CoordMap, ref: CoordMap) -> tuple[int, int]:
     """Offset (oy, ox) at which to crop the blob with map ``big`` so it aligns with ``ref``.
 
     Both maps must lead to the same input. Raises ValueError when the scales differ or
     the offset is not a non-negative integer (the two paths cannot be aligned by a crop).
     """
-    if big.scale != ref.scale:
-        raise ValueError(f"cannot align blobs of different scales {_fmt(big.scale)} and {_fmt(ref.scale)}")
-    offset = tuple((br - bb) / a for bb, br, a in zip(big.shift, ref.shift, big.scale))
+    offset = shift_between(big, ref)
     if any(o.denominator != 1 or o < 0 for o in offset):
         raise ValueError(f"crop offset {_fmt(offset)} is not a non-negative integer: the two paths "
                          f"(shifts {_fmt(big.shift)} and {_fmt(ref.shift)}) cannot be aligned by a crop")

@@ -20,6 +20,7 @@ The tables here:
 =====================  =========================================================
 ``FCN_VGG16``          the FCN trunk (Long et al. 2015): conv1_1 pad 100, 3x3 pad 1,
                        2x2/2 pools in ceil mode, fc6 7x7, fc7 1x1 (4096), dropout
+``FCN_VGG16_SAME``     the same with "same" padding: conv1_1 pad 1, fc6 pad 3
 ``DEEPLAB_VGG16``      DeepLab (Chen et al.): pools 1-3 3x3/2 pad 1 ceil, pools 4-5
                        3x3/1 pad 1, conv5 dilation 2 pad 2 (output stride 8), no fc
 ``DEEPLAB_LARGEFOV``   DEEPLAB_VGG16 + fc6 3x3 dilation 12 pad 12 (1024), fc7 1x1 (1024)
@@ -118,6 +119,11 @@ FCN_VGG16 = (
     FC(6, 4096, 7),
     FC(7, 4096, 1),
 )
+# "same" padding everywhere (conv1_1 pad 1, fc6 pad 3): the score map is the input's size
+# over 32 without the 100-pixel margin; the heads then crop the upsampled scores instead
+# of the skips (see minifcn.models.fcn)
+FCN_VGG16_SAME = (dataclasses.replace(FCN_VGG16[0], padding=1),) + FCN_VGG16[1:5] + \
+    (dataclasses.replace(FCN_VGG16[5], padding=3), FCN_VGG16[6])
 # the FCN trunk's (channels, convs) per stage and fc width, as plain numbers
 STAGES = tuple((row.channels, row.convs) for row in FCN_VGG16 if isinstance(row, Stage))
 FC_CHANNELS = FCN_VGG16[-1].channels
