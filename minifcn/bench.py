@@ -59,6 +59,8 @@ def add_arguments(parser):
                              "dilation-frontend; every model has a PyTorch twin for --compare torch (default fcn8s)")
     parser.add_argument("--width", type=float, default=0.25, help="channel width multiplier (default 0.25)")
     parser.add_argument("--size", type=int, default=256, help="input height and width (default 256)")
+    parser.add_argument("--same-padding", action="store_true",
+                        help="FCNs: the same-padding trunk (conv1_1 pad 1, fc6 pad 3) of the demo recipe")
     parser.add_argument("--batch", type=int, default=1, help="images per step (default 1)")
     parser.add_argument("--n-class", type=int, default=21, help="number of classes (default 21)")
     parser.add_argument("--backend", default="numpy", help="numpy, cupy, strict or strict:device1 (default numpy)")
@@ -346,18 +348,19 @@ def _median_phases(records):
 
 def run(model_name="fcn8s", width=0.25, size=256, batch=1, n_class=21, backend="numpy", dtype="float32",
         steps=5, warmup=2, compare=None, breakdown=True, memory=True, seed=0, progress=True, reference=False,
-        sgemm_size=None):
+        sgemm_size=None, same_padding=False):
     """Run the benchmark and return the results as a JSON-able dict (see the module docstring).
 
     ``sgemm_size``: n of the matrix products that measure the sgemm limit (None:
-    :data:`SGEMM_SIZE`)."""
+    :data:`SGEMM_SIZE`); ``same_padding``: the FCNs' same-padding trunk."""
     from .models import build
 
     if steps < 1 or warmup < 0 or size < 1 or batch < 1:
         raise ValueError(f"need steps >= 1, warmup >= 0, size >= 1, batch >= 1; got steps={steps}, "
                          f"warmup={warmup}, size={size}, batch={batch}")
+    extra = {"same_padding": True} if same_padding else {}
     B = get_backend(backend)
-    model = build(model_name, n_class=n_class, width=width, seed=seed).to(B, dtype).train()
+    model = build(model_name, n_class=n_class, width=width, seed=seed, **extra).to(B, dtype).train()
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, n_class, (batch, size, size))
     labels[rng.random(labels.shape) < 0.05] = 255                 # some ignored pixels, as in VOC
@@ -365,7 +368,7 @@ def run(model_name="fcn8s", width=0.25, size=256, batch=1, n_class=21, backend="
     y = B.asarray(labels, dtype="int64")
     runners = {"minifcn": MinifcnStep(model, x, y)}
     if reference:                   # its own copy of the model, so both steps see the same weights' history
-        twin = build(model_name, n_class=n_class, width=width, seed=seed).to(B, dtype).train()
+        twin = build(model_name, n_class=n_class, width=width, seed=seed, **extra).to(B, dtype).train()
         runners["reference"] = ReferenceStep(twin, x, y)
     if compare == "torch":
         if B.name != "numpy" or dtype != "float32":
@@ -383,7 +386,7 @@ def run(model_name="fcn8s", width=0.25, size=256, batch=1, n_class=21, backend="
         bar.update(1)
     bar.close()
 
-    result = {"config": dict(model=model_name, width=width, size=size, batch=batch, n_class=n_class,
+    result = {"config": dict(model=model_name, **extra, width=width, size=size, batch=batch, n_class=n_class,
                              backend=B.name, dtype=dtype, steps=steps, warmup=warmup),
               "machine": _machine()}
     for name, recs in records.items():
@@ -471,7 +474,7 @@ def _machine():
 
 def format_report(r) -> str:
     c = r["config"]
-    lines = [f"{c['model']} width {c['width']} input {c['batch']}x3x{c['size']}x{c['size']} {c['dtype']} "
+    lines = [f"{c['model']}{' (same padding)' if c.get('same_padding') else ''} width {c['width']} input {c['batch']}x3x{c['size']}x{c['size']} {c['dtype']} "
              f"on {c['backend']}: {r['gflop_per_step']:.2f} GFLOP per step, median of {c['steps']} steps "
              f"after {c['warmup']} warm-up"]
     blas, env = r["machine"].get("blas", {}), r["machine"].get("openblas_env", {})
@@ -533,7 +536,7 @@ def main(args) -> int:
     else:
         result = run(args.model, args.width, args.size, args.batch, args.n_class, args.backend, args.dtype,
                      args.steps, args.warmup, args.compare, not args.no_breakdown, not args.no_memory, args.seed,
-                     reference=args.reference)
+                     reference=args.reference, same_padding=args.same_padding)
         print(format_report(result))
     if args.json:
         with atomic_path(args.json) as tmp:                # no half-written file on a crash

@@ -102,6 +102,7 @@ class TrainConfig:
     width: float = 0.125
     dropout: float = 0.5
     learn_upsampling: bool = False
+    same_padding: bool = False      # FCNs: conv1_1 pad 1 and fc6 pad 3 instead of the 100 px margin
     iters: int = 1000
     lr: float = 0.02
     momentum: float = 0.9
@@ -146,6 +147,11 @@ class TrainConfig:
         if names and self.model not in names:
             bad("model", "one of " + ", ".join(names))
         number("width", 0, MAX_WIDTH, lo_open=True)
+        if not isinstance(self.same_padding, bool):
+            bad("same_padding", "True or False")
+        if self.same_padding and not self.model.startswith("fcn"):
+            raise ValueError(f"--same-padding is for the FCNs (fcn32s, fcn16s, fcn8s, fcn8s-atonce); "
+                             f"{self.model} has no 100-pixel margin to remove")
         number("dropout", 0, 1, hi_open=True)
         for name in ("iters", "iter_size", "grid", "crop", "checkpoint_every", "log_every"):
             number(name, 1, integer=True)
@@ -315,7 +321,8 @@ class Trainer:
         self.batches = Batches(config)
         self.backend = get_backend(config.backend)
         self.model = build(config.model, self.batches.n_class, config.width, dropout=config.dropout,
-                           learn_upsampling=config.learn_upsampling, seed=config.seed).to(self.backend, "float32")
+                           learn_upsampling=config.learn_upsampling, seed=config.seed,
+                           **({"same_padding": True} if config.same_padding else {})).to(self.backend, "float32")
         self.optimizer = SGD(self.model.named_parameters(), config.lr, config.momentum, config.weight_decay)
         self.schedule = Schedule(config.lr, config.iters, config.policy, warmup=config.warmup)
         self.iteration = 0
@@ -737,6 +744,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     opt("--class-weights", "weight the loss by class frequency ** -0.5", action=argparse.BooleanOptionalAction)
     opt("--dropout", "dropout probability in [0, 1)", type=float)
     p.add_argument("--learn-upsampling", action="store_true", default=S)
+    p.add_argument("--same-padding", action="store_true", default=S,
+                   help="FCNs: pad conv1_1 by 1 and fc6 by 3 instead of conv1_1 by 100 (2.3x fewer trunk "
+                        "pixels at 384 px; the heads crop the upsampled scores instead of the skips)")
     opt("--grid", "GRID x GRID random crops per canvas", type=int)
     opt("--crop", "crop size in pixels", type=int)
     opt("--val-every", "validate every N iterations and at the end (0: never)", type=int)

@@ -198,3 +198,25 @@ def test_torch_twin_takes_the_model_dtype(name):
     x = np.random.default_rng(0).standard_normal((1, 3, 33, 31))
     with torch.no_grad():
         np.testing.assert_allclose(twin(torch.tensor(x)).numpy(), model.forward(x), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["fcn16s", "fcn8s"])
+def test_same_padding_twin_crops_h_and_bench_reports_it(name, capsys):
+    """The same-padding FCNs crop the upsampled h at the skips; their PyTorch twin does the same."""
+    torch = pytest.importorskip("torch")
+    from minifcn.backend import get_backend
+
+    model = build(name, n_class=3, width=1 / 16, seed=2, same_padding=True).to(get_backend("numpy"), "float64")
+    rng = np.random.default_rng(1)
+    for _, p in model.named_parameters():              # non-zero scores so the skips matter
+        p.data = p.data + 0.01 * rng.standard_normal(p.shape)
+    model.eval()
+    assert all(s.crop_h is not None for s in model.skips)
+    twin = model.torch_module().eval()
+    x = rng.standard_normal((1, 3, 37, 29))
+    with torch.no_grad():
+        np.testing.assert_allclose(twin(torch.tensor(x)).numpy(), model.forward(x), rtol=1e-10, atol=1e-10)
+    r = bench.run(name, width=0.0625, size=24, steps=1, warmup=0, breakdown=False, memory=False,
+                  progress=False, same_padding=True)
+    assert r["config"]["same_padding"] is True
+    assert bench.format_report(r).startswith(f"{name} (same padding) width 0.0625")

@@ -12,7 +12,7 @@ from minifcn import cli as cli_module
 from minifcn.cli import main as cli
 from minifcn.data.synthetic import make_dataset
 from minifcn.io import save_npz
-from minifcn.models import build
+from minifcn.models import build, load_model
 
 NO_CUPY = importlib.util.find_spec("cupy") is None
 TINY = ["--model", "fcn32s", "--width", "0.0625", "--crop", "32", "--iters", "2", "--val-every", "0"]
@@ -56,6 +56,7 @@ def _one_line_error(capsys, rc, *words):
     (["--data", "/nonexistent/voc"], "--data"),
     (["--init-from", "/nonexistent/c.npz"], "--init-from"),
     (["--iters", "abc"], "--iters"),
+    (["--model", "segnet", "--same-padding"], "--same-padding"),
 ])
 def test_train_flag_errors(tmp_path, capsys, flags, named):
     args = ["train", *TINY, "--out", str(tmp_path / "run"), *flags]
@@ -196,6 +197,24 @@ def test_init_from_same_width_says_what_was_copied(files, tmp_path, capsys):
                 "--init-from", str(tmp / "model.npz"), "--out", str(tmp_path / "r")]) == 0
     err = capsys.readouterr().err
     assert "copied" in err and "of" in err and "fresh: " in err and "upscore16.weight" in err
+
+
+def test_same_padding_run_is_stored_and_read_back(files, tmp_path):
+    """--same-padding is part of the run: the checkpoint's model config rebuilds it for eval
+    and for --resume."""
+    from minifcn.io import load_npz
+
+    tmp, root = files
+    run = tmp_path / "r"
+    assert cli(["train", *TINY, "--model", "fcn8s", "--same-padding", "--data", str(root),
+                "--out", str(run)]) == 0
+    assert load_npz(run / "checkpoint.npz")[1]["model"]["same_padding"] is True
+    model = load_model(run / "checkpoint.npz")
+    assert model.same_padding and model.crop_final.offset == (4, 4)
+    assert cli(["eval", "--checkpoint", str(run / "checkpoint.npz"), "--data", str(root),
+                "--out", str(tmp_path / "e")]) == 0
+    assert cli(["train", "--resume", "--out", str(run), "--iters", "3"]) == 0   # the stored trunk again
+    assert load_model(run / "checkpoint.npz").same_padding
 
 
 @pytest.mark.parametrize("flags, named", [
