@@ -474,7 +474,8 @@ def _machine():
 
 def format_report(r) -> str:
     c = r["config"]
-    lines = [f"{c['model']}{' (same padding)' if c.get('same_padding') else ''} width {c['width']} input {c['batch']}x3x{c['size']}x{c['size']} {c['dtype']} "
+    trunk = " (same padding)" if c.get("same_padding") else ""
+    lines = [f"{c['model']}{trunk} width {c['width']} input {c['batch']}x3x{c['size']}x{c['size']} {c['dtype']} "
              f"on {c['backend']}: {r['gflop_per_step']:.2f} GFLOP per step, median of {c['steps']} steps "
              f"after {c['warmup']} warm-up"]
     blas, env = r["machine"].get("blas", {}), r["machine"].get("openblas_env", {})

@@ -187,6 +187,16 @@ def test_full_output_size_and_float32(backend):
     assert dx.dtype == xp.float32 and tuple(dx.shape) == (1, 2, 2, 2)
 
 
+def test_no_channels_give_empty_arrays_both_ways(backend):
+    """N*C = 0: forward and backward return empty arrays of the right shapes (no gather)."""
+    x = backend.asarray(np.zeros((2, 0, 2, 3)), dtype="float32")
+    idx = backend.asarray(np.zeros((2, 0, 2, 3)), dtype="int64")
+    y, cache = F.max_unpool2d(x, idx, (4, 6))
+    assert tuple(y.shape) == (2, 0, 4, 6)
+    dx = F.max_unpool2d_backward(y, cache)
+    assert tuple(dx.shape) == (2, 0, 2, 3) and dx.dtype == y.dtype
+
+
 def _torch():
     return pytest.importorskip("torch")
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import operator
 from typing import Any, NamedTuple
 
-from ..backend import namespace, scatter_add_rows, to_numpy
+from ..backend import device, namespace, scatter_add_rows, to_numpy
 from .checks import check_float, check_ndim
 
 
