@@ -250,6 +250,19 @@ except ValueError as exc:
     assert "-80" in str(exc)
 
 # %% [markdown]
+# The other way out is "same" padding everywhere, fc6 included (pad 3): pool5 is then
+# ceil(H / 32) for every H >= 1, and no margin is computed. The crops change side: the
+# 2x-upsampled scores now start one pixel *before* pool4's scores, so the head crops
+# the upsampled h to the skip instead of the skip to h. `same_padding=True` builds it;
+# the offsets come from the same coordinate maps.
+
+# %%
+same8 = FCN8s(n_class=2, width=WIDTH, same_padding=True).eval()
+print("same padding, FCN-8s:", same8.crop_offsets())
+assert same8.crop_offsets() == {"upscore2": (1, 1), "upscore_pool4": (1, 1), "upscore8": (4, 4)}
+assert all(same8.forward(np.zeros((1, 3, h, h), np.float32)).shape[2] == h for h in range(1, 81))
+
+# %% [markdown]
 # ## 6. What breaks with floor-mode pools
 #
 # The coordinate maps do not depend on the rounding mode (the windows start at the same
@@ -330,3 +343,5 @@ savefig(fig, "05_floor_mode.png")
 # - Padding 100 lets any input size through fc6 and keeps the offsets non-negative;
 #   ceil-mode pooling keeps the last partial windows so the upsampled map always covers
 #   the image.
+# - Same padding everywhere (fc6 included) is the other way to accept any size: no
+#   margin, and the head crops the upsampled scores to each skip instead (1, 1, then 4).
