@@ -3,9 +3,10 @@
 1. build the built-in data set (cached in ``~/.cache/minifcn``; see
    :mod:`minifcn.data.synthetic`),
 2. train a small FCN-8s from scratch on fresh images for a fixed, seeded number of
-   iterations (:data:`DEFAULT_ITERS`), so the same command gives the same metrics on
-   any machine and under any load; ``--seconds S`` instead fits the iteration count to a
-   time budget (timed first, so it depends on the machine),
+   iterations (:data:`DEFAULT_ITERS`), so the same command gives the same metrics under
+   any load and with any core count (a CPU of another make may round its matrix products
+   differently, and over 1100 steps that moves the metrics); ``--seconds S`` instead
+   fits the iteration count to a time budget (timed first, so it depends on the machine),
 3. evaluate on the built-in val split and write ``OUT/metrics.json`` (four metrics and
    per-class IU), ``OUT/curves.png``, ``OUT/predictions.png`` and ``OUT/per_class_iu.png``.
 
@@ -295,7 +296,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --compare: train these models (comma-separated registry names) instead")
     p.add_argument("--iters", type=int, default=None,
                    help=f"training iterations per model (default {DEFAULT_ITERS}, with --quick "
-                        f"{QUICK['iters']}: the same result on any machine)")
+                        f"{QUICK['iters']}: the same result under any load)")
     p.add_argument("--seconds", type=float, default=None,
                    help="instead of --iters, train each model for about this many seconds (timed first: the "
                         "result then depends on the machine and its load)")

@@ -188,10 +188,10 @@ class FCN(TrunkModel):
         dtaps = {}
         for skip in reversed(self.skips):
             spec = skip.spec
-            # the sum passes dh to both terms
-            dscore = skip.crop.backward(dh) if skip.crop_h is None else dh
-            if skip.crop_h is not None:
-                dh = skip.crop_h.backward(dh)
+            if skip.crop_h is None:                    # the sum passes dh to both terms
+                dscore = skip.crop.backward(dh)
+            else:
+                dscore, dh = dh, skip.crop_h.backward(dh)
             dpool = getattr(self, spec.score).backward(dscore)
             if spec.scale != 1.0:
                 dpool = dpool * spec.scale
