@@ -45,11 +45,13 @@ from .train import TrainConfig, Trainer, iterations_for, model_names
 # steps, against 0.490 after 1200 steps of 2x2 canvases, the same time). 4x4 canvases learnt
 # less in the same time (0.315 after 250 steps against 0.424 after 376 of 3x3); on 3x3
 # canvases lr 0.02 gave 0.390 against 0.424 after 376 steps, lr 0.006 0.415 against 0.479
-# after 564. The same-padding FCN-8s (no 100 px margin, ``same_padding=True``) steps 1.9x
-# faster here but learns less per step: mean IU 0.605 / 0.586 (seeds 0 / 1) after 1100 steps
-# at lr 0.01, 0.612 / 0.596 at lr 0.015, 0.530 / 0.603 (seeds 1 / 2) at lr 0.02, and
-# 0.587 / 0.619 (seeds 1 / 2) after 1200 steps at lr 0.015; the demo keeps the margin.
-DEFAULT_ITERS = 1100     # mean IU 0.625 / 0.626 / 0.604 with seeds 0 / 1 / 2
+# after 564. The same-padding FCN-8s (no 100 px margin, ``same_padding=True``) steps about
+# 1.8x faster; on an Intel Xeon VM its mean IU after 1100 steps was 0.605 / 0.586 / 0.608
+# (seeds 0 / 1 / 2) against the margin's 0.606 / 0.618 / 0.598 there; lr 0.015 gave 0.612 /
+# 0.596 (seeds 0 / 1), lr 0.02 0.530 / 0.603 (seeds 1 / 2), 1200 steps at lr 0.015 0.587 /
+# 0.619 (seeds 1 / 2). The demo keeps the margin.
+# mean IU with seeds 0 / 1 / 2: 0.625 / 0.626 / 0.604 (AMD EPYC VM), 0.606 / 0.618 / 0.598 (Intel Xeon VM)
+DEFAULT_ITERS = 1100
 RECIPE = dict(width=0.125, lr=0.01, momentum=0.9, weight_decay=5e-4, warmup=50, grid=3, crop=128, dropout=0.0)
 QUICK = dict(width=0.0625, grid=2, crop=64, iters=12, lr=0.005, warmup=4, checkpoint_every=6, log_every=3)
 
