@@ -353,12 +353,12 @@ def run(model_name="fcn8s", width=0.25, size=256, batch=1, n_class=21, backend="
 
     ``sgemm_size``: n of the matrix products that measure the sgemm limit (None:
     :data:`SGEMM_SIZE`); ``same_padding``: the FCNs' same-padding trunk."""
-    from .models import build
+    from .models import build, same_padding_kwargs
 
     if steps < 1 or warmup < 0 or size < 1 or batch < 1:
         raise ValueError(f"need steps >= 1, warmup >= 0, size >= 1, batch >= 1; got steps={steps}, "
                          f"warmup={warmup}, size={size}, batch={batch}")
-    extra = {"same_padding": True} if same_padding else {}
+    extra = same_padding_kwargs(model_name, same_padding)
     B = get_backend(backend)
     model = build(model_name, n_class=n_class, width=width, seed=seed, **extra).to(B, dtype).train()
     rng = np.random.default_rng(seed)

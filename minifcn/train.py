@@ -149,9 +149,12 @@ class TrainConfig:
         number("width", 0, MAX_WIDTH, lo_open=True)
         if not isinstance(self.same_padding, bool):
             bad("same_padding", "True or False")
-        if self.same_padding and not self.model.startswith("fcn"):
-            raise ValueError(f"--same-padding is for the FCNs (fcn32s, fcn16s, fcn8s, fcn8s-atonce); "
-                             f"{self.model} has no 100-pixel margin to remove")
+        from .models import same_padding_kwargs
+
+        try:
+            same_padding_kwargs(self.model, self.same_padding)
+        except ValueError as exc:
+            raise ValueError(f"--same-padding: {exc}") from None
         number("dropout", 0, 1, hi_open=True)
         for name in ("iters", "iter_size", "grid", "crop", "checkpoint_every", "log_every"):
             number(name, 1, integer=True)
@@ -309,7 +312,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, resume=False, progress=True, val_data=None, overwrite=False):
         from .io import clean_stale
-        from .models import build
+        from .models import build, same_padding_kwargs
 
         config.check()
         self.config, self.progress = config, progress
@@ -322,7 +325,7 @@ class Trainer:
         self.backend = get_backend(config.backend)
         self.model = build(config.model, self.batches.n_class, config.width, dropout=config.dropout,
                            learn_upsampling=config.learn_upsampling, seed=config.seed,
-                           **({"same_padding": True} if config.same_padding else {})).to(self.backend, "float32")
+                           **same_padding_kwargs(config.model, config.same_padding)).to(self.backend, "float32")
         self.optimizer = SGD(self.model.named_parameters(), config.lr, config.momentum, config.weight_decay)
         self.schedule = Schedule(config.lr, config.iters, config.policy, warmup=config.warmup)
         self.iteration = 0

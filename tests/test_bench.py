@@ -220,3 +220,5 @@ def test_same_padding_twin_crops_h_and_bench_reports_it(name, capsys):
                   progress=False, same_padding=True)
     assert r["config"]["same_padding"] is True
     assert bench.format_report(r).startswith(f"{name} (same padding) width 0.0625")
+    with pytest.raises(ValueError, match="segnet has no 100-pixel margin to drop"):
+        bench.run("segnet", width=0.0625, size=24, steps=1, warmup=0, progress=False, same_padding=True)

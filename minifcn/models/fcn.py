@@ -35,7 +35,7 @@ import dataclasses
 
 from ..backend import backend_of
 from ..layers import Conv2d, ConvTranspose2d, Crop
-from .base import TrunkModel, check_n_class, register_model, twin_layer
+from .base import MODELS, TrunkModel, check_n_class, register_model, twin_layer
 from .geometry import IDENTITY, compose, crop_offset, shift_between
 from .vgg import FCN_VGG16, FCN_VGG16_SAME, VGG16
 
@@ -148,10 +148,11 @@ class FCN(TrunkModel):
             spec = skip.spec
             path = path + [getattr(self, spec.up)]
             branch = self.trunk_until(spec.tap) + [getattr(self, spec.score)]
-            if all(o >= 0 for o in shift_between(compose(branch), compose(path))):
-                offsets[spec.score] = crop_offset(compose(branch), compose(path))
+            score_map, h_map = compose(branch), compose(path)
+            if all(o >= 0 for o in shift_between(score_map, h_map)):
+                offsets[spec.score] = crop_offset(score_map, h_map)
             else:
-                offsets[spec.up] = crop_offset(compose(path), compose(branch))
+                offsets[spec.up] = crop_offset(h_map, score_map)
                 path = path + [Crop(offsets[spec.up])]
         offsets[self.FINAL[0]] = crop_offset(compose(path + [self.upscore_final]), IDENTITY)
         return offsets
@@ -256,6 +257,18 @@ class FCN(TrunkModel):
             if name in ours and ours[name].shape == p.shape:
                 ours[name].data = backend_of(p.data).xp.asarray(p.data, copy=True)
         return model
+
+
+def same_padding_kwargs(name, same_padding) -> dict:
+    """The keyword arguments that ask ``build(name, ...)`` for the same-padding trunk:
+    ``{"same_padding": True}``, or ``{}`` when it is not asked for. Raises ValueError
+    for a registered model that is not an FCN (it has no 100-pixel margin to drop)."""
+    if not same_padding:
+        return {}
+    if name in MODELS and not issubclass(MODELS[name], FCN):
+        fcns = ", ".join(n for n, cls in MODELS.items() if issubclass(cls, FCN))
+        raise ValueError(f"same padding is for the FCNs ({fcns}); {name} has no 100-pixel margin to drop")
+    return {"same_padding": True}
 
 
 @register_model
