@@ -9,7 +9,7 @@ from PIL import Image
 import minifcn.demo as demo
 from minifcn.cli import main as cli
 from minifcn.evaluate import METRICS
-from minifcn.models import build
+from minifcn.models import build, load_model
 
 CLASSES = {"background", "disk", "ring", "bar", "triangle", "square"}
 
@@ -37,7 +37,7 @@ def test_demo_quick_compare(tmp_path, capsys, monkeypatch):
     assert printed.count("left in total") >= 3      # the total time left, from the second model on
     assert f"Results in {out}/" in printed
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["model"] == "fcn8s" and metrics["iterations"] == 2
+    assert metrics["model"] == "fcn8s" and metrics["iterations"] == 2 and metrics["same_padding"] is True
     _check_metrics({**metrics, "thin_class_iu": {c: metrics["per_class_iu"][c] for c in ("ring", "bar")}})
     table = json.loads((out / "compare.json").read_text())
     assert list(table) == list(trained)              # story order, the missing one left out
@@ -66,6 +66,20 @@ def test_demo_quick_compare(tmp_path, capsys, monkeypatch):
                 "--out", str(tmp_path / "eval")]) == 0
     again = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert again["mean_iu"] == metrics["mean_iu"]
+    for name in trained:   # the FCNs train without the 100-pixel margin, the others as they are
+        model = load_model(out / name / "checkpoint.npz")
+        if name.startswith("fcn"):
+            assert model.same_padding is True and model.conv1_1.padding == 1, name
+        else:
+            assert not hasattr(model, "same_padding"), name
+
+
+def test_demo_paper_trunk(tmp_path):
+    out = tmp_path / "demo"
+    assert cli(["demo", "--quick", "--paper-trunk", "--iters", "1", "--out", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["same_padding"] is False
+    model = load_model(out / "fcn8s" / "checkpoint.npz")
+    assert model.same_padding is False and model.conv1_1.padding == 100
 
 
 def test_compare_models_follow_the_registry(monkeypatch):

@@ -259,14 +259,20 @@ class FCN(TrunkModel):
         return model
 
 
+def takes_same_padding(name) -> bool:
+    """True for the registered FCNs: the models whose trunk has the 100-pixel margin that
+    ``same_padding=True`` drops."""
+    return name in MODELS and issubclass(MODELS[name], FCN)
+
+
 def same_padding_kwargs(name, same_padding) -> dict:
     """The keyword arguments that ask ``build(name, ...)`` for the same-padding trunk:
     ``{"same_padding": True}``, or ``{}`` when it is not asked for. Raises ValueError
     for a registered model that is not an FCN (it has no 100-pixel margin to drop)."""
     if not same_padding:
         return {}
-    if name in MODELS and not issubclass(MODELS[name], FCN):
-        fcns = ", ".join(n for n, cls in MODELS.items() if issubclass(cls, FCN))
+    if name in MODELS and not takes_same_padding(name):
+        fcns = ", ".join(n for n in MODELS if takes_same_padding(n))
         raise ValueError(f"same padding is for the FCNs ({fcns}); {name} has no 100-pixel margin to drop")
     return {"same_padding": True}
 
