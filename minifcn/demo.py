@@ -51,7 +51,7 @@ from .train import TrainConfig, Trainer, iterations_for, model_names
 # trunk (``same_padding=True``: conv1_1 pad 1, fc6 pad 3, no margin), which steps about 1.8x
 # faster for about the same mean IU per step, so the 1400 steps take less time than 1100 with
 # the margin did. Mean IU, seeds 0 / 1 / 2, AMD EPYC VM: 1400 steps (the default) 0.631 /
-# SEED1 / 0.620; 1300 steps 0.631 (seed 1), 0.5995 (seed 2); 1100 steps 0.605 (seed 0). With the
+# 0.660 / 0.620; 1300 steps 0.631 (seed 1), 0.5995 (seed 2); 1100 steps 0.605 (seed 0). With the
 # margin, 1100 steps: 0.625 / 0.626 / 0.604 there, 0.606 / 0.618 / 0.598 on an Intel Xeon VM,
 # where 1100 same-padding steps gave 0.605 / 0.586 / 0.608 (lr 0.015: 0.612 / 0.596, seeds 0 / 1;
 # lr 0.02: 0.530 / 0.603, seeds 1 / 2).
