@@ -45,7 +45,7 @@ from . import functional as F
 from .backend import blas_info, get_backend, is_cupy, to_numpy
 from .layers import Layer
 from .optim import SGD
-from .io import atomic_path
+from .io import atomic_path, progress as io_progress
 
 CATEGORIES = ("conv3x3", "conv1x1/fc", "transposed conv", "pooling", "elementwise", "loss", "optimiser",
               "other")
@@ -375,7 +375,7 @@ def run(model_name="fcn8s", width=0.25, size=256, batch=1, n_class=21, backend="
             raise ValueError("--compare torch needs --backend numpy and --dtype float32 (PyTorch runs on the CPU)")
         runners["torch"] = TorchStep(model, x, y)
 
-    bar = _progress(progress, total=warmup + steps, desc="bench")
+    bar = io_progress(total=warmup + steps, desc="bench", leave=False, disable=not progress)
     records = {k: [] for k in runners}
     for i in range(warmup + steps):
         for name, step in runners.items():          # alternate: same conditions for both
@@ -438,24 +438,6 @@ def run(model_name="fcn8s", width=0.25, size=256, batch=1, n_class=21, backend="
         mem = [result[k].get("memory_added_bytes") for k in ("minifcn", "torch")]
         result["memory_ratio"] = mem[0] / mem[1] if None not in mem and mem[1] > 0 else None
     return result
-
-
-def _progress(enabled, **kwargs):
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        enabled = False
-    if not enabled:
-        return _NoBar()
-    return tqdm(leave=False, **kwargs)
-
-
-class _NoBar:
-    def update(self, n=1):
-        pass
-
-    def close(self):
-        pass
 
 
 def _machine():

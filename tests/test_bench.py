@@ -21,8 +21,11 @@ def test_bench_command_writes_json(tmp_path, capsys):
     rc = main(["bench", "--model", "fcn8s", "--width", "0.0625", "--size", "24", "--steps", "1",
                "--warmup", "0", "--json", str(out), "--plot", str(png)])
     assert rc == 0
-    text = capsys.readouterr().out
+    captured = capsys.readouterr()
+    text = captured.out
     assert "GFLOP per step" in text and "conv3x3" in text
+    # stderr is not a terminal here: progress comes as plain lines, not carriage-return frames
+    assert "\r" not in captured.err and "bench: 1/1 (100%)" in captured.err
     r = json.loads(out.read_text())
     assert r["config"]["size"] == 24 and r["config"]["backend"] == "numpy"
     m = r["minifcn"]
