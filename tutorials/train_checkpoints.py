@@ -14,9 +14,10 @@ Each net is trained from scratch on the built-in data set with minifcn's own tra
 1/8, SGD momentum 0.9, lr 0.01 with a 50-step warm-up and poly decay, class weights, no
 dropout) but 2 x 2 crops of up to 128 px per canvas (:data:`GRID`; the demo has since
 moved to 3 x 3, and its FCNs to the same-padding trunk; these FCNs keep the paper's
-100-pixel margin), for a fixed number of iterations and a fixed seed, so the same command gives the same nets (up to the last bits of
-multi-threaded float32 sums). All nets get the same recipe and the same number of
-iterations: the lessons compare them like for like.
+100-pixel margin), for a fixed number of iterations and a fixed seed, so the same
+command gives the same nets (up to the last bits of multi-threaded float32 sums). All
+nets get the same recipe and the same number of iterations: the lessons compare them
+like for like.
 
 The parameters are stored as float16 in ``tutorials/checkpoints/<name>.npz`` (4.2-4.5 MB
 for the FCNs, under 1 MB for the others) with the usual minifcn metadata, so ``minifcn.models.load_model(path,
