@@ -13,7 +13,7 @@ For stride 1 the input gradient is computed as a convolution of dy
 """
 from __future__ import annotations
 
-from ...backend import device, matmul, namespace, parallel_for, row_bands, scratch
+from ...backend import device, is_numpy, matmul, namespace, parallel_for, row_bands, scratch
 from .. import reference
 from ..im2col import fold_rows_add, pad2d, unfold_rows
 
@@ -22,6 +22,7 @@ MIN_BAND_COLUMNS = 1024        # fewer columns per band leave the GEMMs too thin
 # constant, not the machine's core count: band boundaries change how BLAS rounds, and the
 # same run must give the same numbers on any machine.
 MIN_BANDS = 2
+MIN_CHUNKS = 8                 # output-channel chunks of a convolution split by channels
 SMALL_WEIGHT = 1 << 18         # weights up to this many elements get their gradient transposed
 
 
@@ -30,6 +31,23 @@ class ConvCache(reference.ConvCache):
     the reference cache's fields, its own type so that backward runs this plan."""
 
     __slots__ = ()
+
+
+def split_by_channels(n, c_out, pixels, like):
+    """Whether a convolution splits its GEMMs among the cores by output channels (rows of
+    the weight) instead of by bands of output rows: when its weight is bigger than its
+    columns, on NumPy (fc6 and fc7 of FCN: 1024 channels, 9x9 outputs). Row bands would
+    each stream the whole weight through one core, and their weight-gradient shares
+    would each be a weight-sized array to add up; channel chunks read the weight once
+    and build the (small) columns once."""
+    return is_numpy(like) and c_out > MIN_BANDS * n * pixels
+
+
+def channel_chunks(c_out):
+    """[(o0, o1), ...]: MIN_CHUNKS equal chunks of the output channels (a constant, not the
+    core count, so that results do not depend on the machine)."""
+    step = -(-c_out // MIN_CHUNKS)
+    return [(o, min(o + step, c_out)) for o in range(0, c_out, step)]
 
 
 def _min_band_rows(ow):
@@ -58,6 +76,17 @@ def correlate(xpad, weight, bias, s, d, out_size):
         if b2 is not None:
             yb += b2
         y[:, :, r0:r1, :] = xp.reshape(yb, (n, c_out, r1 - r0, ow))
+
+    if split_by_channels(n, c_out, oh * ow, xpad):
+        cols = unfold_rows(xpad, (kh, kw), s, d, (0, oh), ow)
+        y3 = xp.reshape(y, (n, c_out, oh * ow))
+
+        def chunk(o0, o1):
+            yc = w2[o0:o1, :] @ cols
+            y3[:, o0:o1, :] = yc + b2[o0:o1, :] if b2 is not None else yc
+
+        parallel_for(chunk, channel_chunks(c_out), xpad)
+        return y
 
     min_rows = min(_min_band_rows(ow), -(-oh // MIN_BANDS))
     parallel_for(band, row_bands(oh, n * c_in * kh * kw * ow, xpad, min_rows), xpad)
@@ -94,6 +123,8 @@ def backward_bands(xpad, dy, weight, s, d, dxpad):
     # with their neighbours (the kernel overlap) but not with bands two apart once a band
     # spans (KH - 1)*DH input rows: so the even ones go with the weight gradient, then
     # the odd ones.
+    if split_by_channels(n, c_out, oh * ow, dy):
+        return _backward_by_channels(xpad, dy, weight, s, d, dxpad)
     per_row = n * c_in * kh * kw * ow
     dw_bands = row_bands(oh, per_row, dy, min(_min_band_rows(ow), -(-oh // MIN_BANDS))) if xpad is not None else []
     dx_bands = row_bands(oh, per_row, dy, max(_min_band_rows(ow), -(-(kh - 1) * d[0] // s[0])))
@@ -108,6 +139,37 @@ def backward_bands(xpad, dy, weight, s, d, dxpad):
     for part in partial[1:len(dw_bands)]:
         dw2 = dw2 + part
     return xp.matrix_transpose(dw2) if small else dw2
+
+
+def _backward_by_channels(xpad, dy, weight, s, d, dxpad):
+    """:func:`backward_bands` for a convolution :func:`split_by_channels`: the columns are
+    built once, dweight is computed in chunks of output channels (each a whole sum over
+    the pixels), weight^T @ dy in chunks of its rows, and then folded once."""
+    xp = namespace(dy, weight)
+    n, c_out, oh, ow = dy.shape
+    _, c_in, kh, kw = weight.shape
+    k = c_in * kh * kw
+    dy3 = xp.reshape(dy, (n, c_out, oh * ow))
+    dw2 = None
+    if xpad is not None:
+        cols_t = xp.matrix_transpose(unfold_rows(xpad, (kh, kw), s, d, (0, oh), ow))    # (N, OH OW, K)
+        dw2 = xp.empty((c_out, k), dtype=dy.dtype, device=device(dy))
+
+        def dw_chunk(o0, o1):
+            share = dy3[:, o0:o1, :] @ cols_t
+            dw2[o0:o1, :] = share[0, ...] if n == 1 else xp.sum(share, axis=0)
+
+        parallel_for(dw_chunk, channel_chunks(c_out), dy)
+    if dxpad is not None:
+        w2t = xp.matrix_transpose(xp.reshape(weight, (c_out, k)))
+        dcols = xp.empty((n, k, oh * ow), dtype=dy.dtype, device=device(dy))
+
+        def dx_chunk(k0, k1):
+            dcols[:, k0:k1, :] = w2t[k0:k1, :] @ dy3
+
+        parallel_for(dx_chunk, channel_chunks(k), dy)
+        fold_rows_add(dxpad, dcols, (kh, kw), s, d, (0, oh), ow)
+    return dw2
 
 
 def dx_by_convolution(w_shape, s, p, d):
