@@ -326,6 +326,59 @@ def test_small_outputs_split_the_weight_gradient_among_the_cores(monkeypatch, di
     R.assert_close(dw, reference.conv2d_backward(dy, ref_cache, need_dx=False)[1])
 
 
+@pytest.mark.parametrize("case", [((1, 6, 9, 9), (40, 6, 7, 7), 0, 1),     # fc6-like: 7x7 valid on 9x9
+                                  ((2, 5, 4, 4), (80, 5, 1, 1), 0, 1),     # fc7-like 1x1, batch 2
+                                  ((1, 3, 6, 5), (70, 3, 3, 3), 2, 2)])    # padding and dilation
+def test_wide_short_convolutions_split_by_channels_equal_reference(case, monkeypatch):
+    """When the weight outweighs the columns (fc6, fc7: 1024 channels on 9x9), the GEMMs are
+    shared among the cores by output channels; output, dx and dweight still equal the
+    reference, and are bit-identical for any thread count."""
+    from minifcn.functional import reference
+    x_shape, w_shape, p, d = case
+    rng = np.random.default_rng(6)
+    x, w, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
+    y_ref, ref_cache = reference.conv2d(x, w, b, (1, 1), (p, p), (d, d))
+    assert bands.split_by_channels(x_shape[0], w_shape[0], y_ref.shape[2] * y_ref.shape[3], x)
+    dy = rng.standard_normal(y_ref.shape)
+    chunks = []
+    inner = bands.channel_chunks
+    monkeypatch.setattr(bands, "channel_chunks", lambda c: chunks.append(c) or inner(c))
+    y, cache = bands.conv2d(x, w, b, (1, 1), (p, p), (d, d))
+    got = (y,) + bands.conv2d_backward(dy, cache)
+    assert chunks, "the channel split was not taken"
+    for a, e in zip(got, (y_ref,) + reference.conv2d_backward(dy, ref_cache)):
+        R.assert_close(a, e, atol=1e-10, rtol=1e-10)
+    x32, w32 = x.astype(np.float32), w.astype(np.float32)
+    results = []
+    for threads in (1, 2, 5):
+        monkeypatch.setattr(B, "THREADS", threads)
+        y32, c32 = bands.conv2d(x32, w32, None, (1, 1), (p, p), (d, d))
+        results.append((y32,) + bands.conv2d_backward(np.ones_like(y32), c32)[:2])
+    for other in results[1:]:
+        for a, e in zip(results[0], other):
+            np.testing.assert_array_equal(a, e)
+
+
+def test_channel_split_gradcheck():
+    rng = np.random.default_rng(9)
+    x, w, b = rng.standard_normal((1, 2, 4, 4)), rng.standard_normal((12, 2, 3, 3)), rng.standard_normal(12)
+    assert bands.split_by_channels(1, 12, 4, x)
+
+    def forward(x, w, b):
+        return bands.conv2d(x, w, b, (1, 1), (0, 0), (1, 1))
+
+    report = check_backward(forward, bands.conv2d_backward, [x, w, b], seed=2)
+    assert report.ok, report
+
+
+def test_channel_split_only_for_weights_bigger_than_columns(backend):
+    x = backend.asarray(np.zeros((1, 1, 1, 1)))
+    assert bands.split_by_channels(1, 1024, 81, x) == (backend.name == "numpy")
+    assert not bands.split_by_channels(1, 21, 81, np.zeros(1))          # score layer
+    assert not bands.split_by_channels(1, 256, 32 * 32, np.zeros(1))    # DeepLab's fc6 at width 1/4
+    assert [c for c in bands.channel_chunks(1000)] == [(o, min(o + 125, 1000)) for o in range(0, 1000, 125)]
+
+
 def _framed(shape, box, seed=0, ring=(0, 0)):
     """x with one random value per (n, c) plane outside ``box`` = (r0, r1, c0, c1), random
     inside it and in an outer ring of ``ring = (a, b)`` rows/columns (top/left, bottom/right)."""
