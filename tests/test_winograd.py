@@ -220,39 +220,3 @@ def test_weight_gradient_padded_equals_backward_bands(backend, out_size, extra):
     xb, wb, dyb = _on(backend, xpad, w, dy)
     expected = to_numpy(bands.backward_bands(xb, dyb, wb, S, D, None)).reshape(w.shape)
     R.assert_close(winograd.weight_gradient_padded(xb, dyb), expected, atol=1e-10, rtol=1e-10)
-
-
-def test_pays_only_for_wide_numpy_layers(backend):
-    wide, narrow = (128, 128, 3, 3), (32, 16, 3, 3)
-    x = backend.asarray(np.zeros((1, 128, 4, 4)))
-    assert winograd.pays(x, wide, S, (1, 1), D) == (backend.name == "numpy")
-    assert not winograd.pays(x, narrow, S, (1, 1), D)
-    assert not winograd.pays(x, wide, (2, 2), (1, 1), D)
-
-
-def test_dispatcher_takes_winograd_for_wide_layers_and_it_equals_the_reference(monkeypatch):
-    from minifcn import backend as B
-    from minifcn.functional import reference
-
-    rng = np.random.default_rng(12)
-    x = rng.standard_normal((1, 128, 13, 11))
-    w = rng.standard_normal((128, 128, 3, 3)) * 0.03
-    b = rng.standard_normal(128)
-    with F.use_reference(False):
-        results = []
-        for threads in (1, 2, 16):                       # the same numbers whatever the core count
-            monkeypatch.setattr(B, "THREADS", threads)
-            y, cache = F.conv2d(x.astype(np.float32), w.astype(np.float32), b.astype(np.float32), 1, 1)
-            assert isinstance(cache, winograd.ConvCache)
-            results.append((y,) + F.conv2d_backward(np.ones_like(y), cache))
-        for other in results[1:]:
-            for a, e in zip(results[0], other):
-                np.testing.assert_array_equal(a, e)
-        y, cache = F.conv2d(x, w, b, 1, 1)
-        assert isinstance(cache, winograd.ConvCache)
-        dy = rng.standard_normal(y.shape)
-        got = (y,) + F.conv2d_backward(dy, cache)
-    y_ref, cache_ref = reference.conv2d(x, w, b, 1, 1)
-    for a, e in zip(got, (y_ref,) + reference.conv2d_backward(dy, cache_ref)):
-        np.testing.assert_allclose(a, e, atol=1e-10, rtol=1e-10)
-    assert not isinstance(F.conv2d(x[:, :64], w[:64, :64], None, 1, 1)[1], winograd.ConvCache)  # 64 channels: bands

@@ -12,9 +12,10 @@ call runs the reference function. Otherwise:
 * padding beyond the kernel's reach (conv1_1's 100) -> :mod:`.fast.reach`, whose core
   is again dispatched here;
 * an input with a constant frame (NumPy only) -> :mod:`.fast.frame`;
-* a 3x3 stride-1 convolution with at least 128 input and output channels (NumPy) ->
-  :mod:`.fast.winograd` (measured 1.2-1.35x on such layers' forward and dx; below 128
-  channels its transforms cost more than the saved multiplies);
+* a 3x3 stride-1 convolution with at least 64 input and output channels and an output
+  of at least 48x48 (NumPy) -> :mod:`.fast.winograd4`, Winograd F(4x4, 3x3) (measured
+  1.3-1.6x on such layers' forward and dx; with fewer channels or pixels its transforms
+  or its thin GEMMs cost more than the saved multiplies);
 * everything else -> :mod:`.fast.bands`;
 * a transposed convolution -> :mod:`.fast.phase`, whose phase convolution is
   dispatched here, or runs channel by channel (:mod:`.fast.diagonal`) when the weight
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 from . import reference
 from .checks import check_bias, check_float, check_ndim, check_same_dtype
-from .fast import bands, frame, phase, reach, winograd
+from .fast import bands, frame, phase, reach, winograd, winograd4
 from .im2col import conv_output_size, conv_transpose_output_size, pair
 from .mode import reference_enabled
 
@@ -80,8 +81,8 @@ def _conv2d(x, weight, bias, s, p, d):
     plan = frame.frame_plan(x, s, p, d, weight.shape[2:])
     if plan is not None:
         return frame.conv2d(x, weight, bias, s, p, d, plan)
-    if winograd.pays(x, weight.shape, s, p, d):
-        return winograd.conv2d(x, weight, bias, s, p, d)
+    if winograd4.pays(x, weight.shape, s, p, d):
+        return winograd4.conv2d(x, weight, bias, s, p, d)
     return bands.conv2d(x, weight, bias, s, p, d)
 
 
@@ -103,7 +104,8 @@ def conv2d_backward(dy, cache, need_dx=True, need_dweight=True):
 _CONV_BACKWARD = {reference.ConvCache: reference.conv2d_backward,
                   bands.ConvCache: bands.conv2d_backward,
                   frame.ConvCache: frame.conv2d_backward,
-                  winograd.ConvCache: winograd.conv2d_backward}
+                  winograd.ConvCache: winograd.conv2d_backward,
+                  winograd4.ConvCache: winograd4.conv2d_backward}
 
 
 def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, dilation=1, output_padding=0):

@@ -9,7 +9,8 @@ outputs the same number everywhere:
 
 Why faster: that value is computed once per channel; only the windows that see the
 non-constant core, the thin outer ring (rows/columns that saw zero padding in earlier
-layers) or the zero padding are convolved, in bands (:mod:`.bands`). The weight
+layers) or the zero padding are convolved: the core by Winograd F(4x4, 3x3)
+(:mod:`.winograd4`) where that pays, else like the ring in bands (:mod:`.bands`). The weight
 gradient likewise adds v[n, c] * (dy summed over the frame). Finding the frame reads
 the data on the host, so the plan runs on NumPy only (on a GPU it would be a sync).
 """
@@ -18,7 +19,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ...backend import constant_frame, device, namespace, parallel_for
-from .bands import backward_bands, correlate, input_gradient
+from . import bands, winograd4
+from .bands import backward_bands
 from ..im2col import pad2d
 
 # A frame pays when the windows that must be computed cover at most this share of the output.
@@ -83,7 +85,10 @@ def conv2d(x, weight, bias, s, p, d, plan):
 
     def region(r0, r1, c0, c1):
         sub = xpad[:, :, r0:r1 + d[0] * (kh - 1), c0:c1 + d[1] * (kw - 1)]
-        y[:, :, r0:r1, c0:c1] = correlate(sub, weight, bias, s, d, (r1 - r0, c1 - c0))
+        if winograd4.pays(sub, weight.shape, s, (0, 0), d):
+            y[:, :, r0:r1, c0:c1] = winograd4.correlate(sub, weight, bias, (r1 - r0, c1 - c0))
+        else:
+            y[:, :, r0:r1, c0:c1] = bands.correlate(sub, weight, bias, s, d, (r1 - r0, c1 - c0))
 
     region(*regions[0])                      # the core, in bands on all cores
     parallel_for(region, regions[1:], x)     # the thin ring pieces, one per core
@@ -114,5 +119,9 @@ def conv2d_backward(dy, cache, need_dx=True, need_dweight=True):
         # windows inside the frame all hold v[n, c]: they add v[n, c] * (dy summed over them)
         dweight = xp.reshape(dw2, weight.shape) + xp.reshape(
             xp.matrix_transpose(dy_frame) @ v, (c_out, c_in, 1, 1))
-    dx = input_gradient(dy, weight, s, p, d, x.shape[2:]) if need_dx else None
+    dx = None
+    if need_dx and winograd4.pays(x, weight.shape, s, p, d):        # dx has no frame to exploit
+        dx = winograd4.input_gradient(dy, weight, p, x.shape[2:])
+    elif need_dx:
+        dx = bands.input_gradient(dy, weight, s, p, d, x.shape[2:])
     return dx, dweight, dbias

@@ -74,17 +74,13 @@ def applies(w_shape, s, p, d):
             and 0 <= p[0] <= 2 and 0 <= p[1] <= 2)
 
 
-# Measured on the 2-core machine (float32, same-process A/B against bands): forward and
-# input gradient 1.2-1.4x faster with 128 or more channels on both sides, about even with
-# 64, slower (0.7-0.95x) with 16-32, where the memory-bound transforms outweigh the GEMMs.
+# The dispatcher takes the F(4x4, 3x3) plan (:mod:`.winograd4`) for forward and dx
+# wherever a Winograd plan pays; this plan's weight gradient is what that plan uses with
+# at least MIN_CHANNELS channels on both sides. Measured on the 2-core machine (float32,
+# interleaved with the im2col bands): dweight 1.2x faster at 128 channels and 57x57,
+# 1.27x at 256, even at 64; forward and dx 1.2-1.4x faster than im2col at 57x57 with 128
+# channels and more, but slower than F(4x4, 3x3) there, and slower than im2col at 29x29.
 MIN_CHANNELS = 128
-
-
-def pays(x, w_shape, s, p, d):
-    """Whether the dispatcher should take this plan: it :func:`applies`, x is a NumPy array
-    (the plan runs everywhere, but it is measured on CPUs only) and C_in and C_out are both
-    at least MIN_CHANNELS."""
-    return applies(w_shape, s, p, d) and is_numpy(x) and min(w_shape[0], w_shape[1]) >= MIN_CHANNELS
 
 
 def _fast(x):
