@@ -13,7 +13,6 @@ import pytest
 
 import reference as R
 from minifcn import backend as B
-from minifcn import functional as F
 from minifcn.backend import to_numpy
 from minifcn.functional import reference
 from minifcn.functional.fast import bands, winograd
