@@ -42,7 +42,7 @@ import tracemalloc
 import numpy as np
 
 from . import functional as F
-from .backend import blas_info, get_backend, is_cupy, to_numpy
+from .backend import blas_info, get_backend, is_cupy, one_blas_thread, to_numpy
 from .layers import Layer
 from .optim import SGD
 from .io import atomic_path, progress as io_progress
@@ -101,19 +101,20 @@ class MinifcnStep:
         self.opt = SGD(model.named_parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
 
     def __call__(self, times=None):
-        t = _Clock(self.x, times)
-        self.model.zero_grad()
-        t("other")
-        scores = self.model.forward(self.x)
-        t("forward")
-        loss, cache = F.softmax_cross_entropy(scores, self.labels)
-        dscores = F.softmax_cross_entropy_backward(cache)
-        t("loss")
-        self.model.backward(dscores, need_dx=False)
-        t("backward")
-        self.opt.step()
-        t("optimiser")
-        return loss
+        with one_blas_thread():           # as in Trainer.step
+            t = _Clock(self.x, times)
+            self.model.zero_grad()
+            t("other")
+            scores = self.model.forward(self.x)
+            t("forward")
+            loss, cache = F.softmax_cross_entropy(scores, self.labels)
+            dscores = F.softmax_cross_entropy_backward(cache)
+            t("loss")
+            self.model.backward(dscores, need_dx=False)
+            t("backward")
+            self.opt.step()
+            t("optimiser")
+            return loss
 
 
 class ReferenceStep(MinifcnStep):

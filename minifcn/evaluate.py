@@ -26,7 +26,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .backend import get_backend, namespace, to_numpy
+from .backend import get_backend, namespace, one_blas_thread, to_numpy
 from .io import atomic_path, write_json
 from .metrics import confusion_matrix, scores
 
@@ -72,7 +72,8 @@ def predict_scores(model, image, backend=None):
 
     b = get_backend(backend) if backend is not None else _model_backend(model)
     x = b.asarray(preprocess(image)[None], dtype=np.dtype(str(_model_array(model).dtype).split(".")[-1]))
-    return model.forward(x)[0, ...]
+    with one_blas_thread():           # the band loops share the cores (see Trainer.step)
+        return model.forward(x)[0, ...]
 
 
 def crf_refine(scores_, image, settings=None):

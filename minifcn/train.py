@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 
 from . import functional as F
-from .backend import get_backend
+from .backend import get_backend, one_blas_thread
 from .optim import SGD, Schedule
 
 
@@ -459,7 +459,14 @@ class Trainer:
 
     # --- one iteration -----------------------------------------------------------
     def step(self):
-        """One SGD iteration (``iter_size`` forward/backward passes); returns the mean loss."""
+        """One SGD iteration (``iter_size`` forward/backward passes); returns the mean loss.
+
+        Its BLAS calls run on one thread each (:func:`minifcn.backend.one_blas_thread`): the
+        cores are shared out by the band loops."""
+        with one_blas_thread():
+            return self._step()
+
+    def _step(self):
         c, b = self.config, self.backend
         self.model.train()
         self._before_step = (self.batches.state(), self.model.rng.state())

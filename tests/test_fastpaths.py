@@ -272,6 +272,42 @@ def test_parallel_for_leaves_the_callers_blas_threads_as_they_were(monkeypatch, 
     assert B.blas_threads() == before
 
 
+def test_one_blas_thread_holds_blas_at_one_thread_and_gives_it_back():
+    """A training step runs inside one_blas_thread: BLAS on one thread (band loops inside
+    keep it there), the caller's thread count back afterwards, also after an error."""
+    before = B.blas_threads()
+    if before is None or B.threads._openblas_set_local() is None:
+        pytest.skip("NumPy's OpenBLAS thread count cannot be read or set here")
+    x, w = np.ones((1, 4, 40, 40), np.float32), np.ones((4, 4, 3, 3), np.float32)
+    with B.one_blas_thread():
+        assert B.blas_threads() == 1
+        F.conv2d_backward(np.ones((1, 4, 40, 40), np.float32), F.conv2d(x, w, None, 1, 1)[1])
+        assert B.blas_threads() == 1
+    assert B.blas_threads() == before
+    with pytest.raises(ZeroDivisionError):
+        with B.one_blas_thread():
+            1 / 0
+    assert B.blas_threads() == before
+
+
+def test_interpolation_in_channel_groups_equals_one_group(monkeypatch):
+    """Bilinear resizing runs in groups of channels on the cores (no multi-threaded BLAS
+    call in a step): many groups give the same numbers as one, forward and backward, and
+    both equal A_h @ x @ A_w^T."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 21, 9, 11)).astype(np.float32)
+    dy = rng.standard_normal((2, 21, 40, 30)).astype(np.float32)
+    results = []
+    for elements in (40 * 30, 10**12):                              # about one channel per group; one group
+        monkeypatch.setattr(B, "BAND_ELEMENTS", elements)
+        y, cache = F.interpolate_bilinear(x, (40, 30))
+        results.append((y, F.interpolate_bilinear_backward(dy, cache)))
+    for a, e in zip(*results):
+        np.testing.assert_array_equal(a, e)
+    a_h, a_w = (a.astype(np.float64) for a in cache)
+    np.testing.assert_allclose(results[0][0], np.einsum("ih,nchw,jw->ncij", a_h, x, a_w), rtol=1e-5, atol=1e-5)
+
+
 def test_parallel_for_thread_counts_give_identical_conv_gradients(monkeypatch):
     """Partial weight gradients are summed in band order, so the thread count changes nothing."""
     monkeypatch.setattr(bands, "MIN_BAND_COLUMNS", 1)

@@ -54,7 +54,7 @@ from .frame import constant_frame
 from .native import as_strided, bincount, element_strides, matmul, scatter_add_rows, scatter_add_rows_portable
 from .rng import RNG
 from .buffers import scratch
-from .threads import blas_info, blas_threads, by_channels, parallel_for, row_bands, threads_for
+from .threads import blas_info, blas_threads, by_channels, one_blas_thread, parallel_for, row_bands, threads_for
 
 # Module-level settings, by name, and the module that defines and reads each.
 _SETTINGS = {name: _threads for name in ("THREADS", "BAND_ELEMENTS", "CPU_BAND_ELEMENTS", "DEVICE_BAND_ELEMENTS")}
@@ -65,7 +65,7 @@ __all__ = [
     "get_backend", "backend_of", "to_numpy", "to_backend",
     "RNG",
     "bincount", "matmul", "element_strides", "as_strided", "scatter_add_rows", "scatter_add_rows_portable",
-    "blas_info", "blas_threads", "threads_for", "parallel_for", "row_bands", "by_channels",
+    "blas_info", "blas_threads", "one_blas_thread", "threads_for", "parallel_for", "row_bands", "by_channels",
     "scratch",
     "constant_frame",
     *_SETTINGS,
