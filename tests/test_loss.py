@@ -193,3 +193,28 @@ def test_class_weights_must_be_finite_and_non_negative(backend, bad):
     labels = backend.asarray(np.zeros((1, 2, 2), np.int64))
     with pytest.raises(ValueError, match=r"class weights must be finite and >= 0"):
         F.softmax_cross_entropy(logits, labels, weight=backend.asarray(np.array(bad)))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_banded_plan_is_identical_to_the_reference(monkeypatch, dtype, weighted):
+    """On NumPy the loss runs band by band of pixel rows (minifcn.functional.fast.softmax):
+    loss, softmax and gradient bit-identical to the reference path, with many tiny bands
+    (one row each) and with one, ignored pixels and a batch of 2 included."""
+    from minifcn import backend as B
+    rng = np.random.default_rng(11)
+    logits = (4 * rng.standard_normal((2, 5, 7, 6))).astype(dtype)
+    labels = rng.integers(0, 5, (2, 7, 6))
+    labels[0, :2, :3] = 255
+    weight = np.array([0.5, 1.0, 2.0, 0.0, 1.5], dtype) if weighted else None
+    with F.use_reference():
+        loss_ref, cache_ref = F.softmax_cross_entropy(logits, labels, weight=weight)
+        grad_ref = F.softmax_cross_entropy_backward(cache_ref, 0.7)
+    for elements in (1, 10**12):
+        monkeypatch.setattr(B, "BAND_ELEMENTS", elements)
+        with F.use_reference(False):
+            loss, cache = F.softmax_cross_entropy(logits, labels, weight=weight)
+            grad = F.softmax_cross_entropy_backward(cache, 0.7)
+        np.testing.assert_array_equal(cache.prob, cache_ref.prob)
+        np.testing.assert_array_equal(grad, grad_ref)
+        np.testing.assert_allclose(loss, loss_ref, rtol=1e-6 if dtype == "float32" else 1e-14)

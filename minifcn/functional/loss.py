@@ -16,8 +16,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ..backend import device, namespace, to_numpy
+from ..backend import device, is_numpy, namespace, to_numpy
+from . import reference
 from .checks import check_float, check_ndim
+from .fast import softmax
+from .mode import reference_enabled
 
 
 class LossCache(NamedTuple):
@@ -70,11 +73,9 @@ def softmax_cross_entropy(logits, labels, ignore_index=255, normalize=True, weig
     pixel_w = xp.astype(valid, logits.dtype)                                   # (N, H, W)
     if weight is not None:
         pixel_w = pixel_w * xp.reshape(xp.take(weight, xp.reshape(target, (-1,))), (n, h, w))
-    z = logits - xp.max(logits, axis=1, keepdims=True)
-    e = xp.exp(z)
-    total = xp.sum(e, axis=1, keepdims=True)                                   # (N, 1, H, W)
     target = xp.expand_dims(target, axis=1)                                    # (N, 1, H, W)
-    logp_label = xp.take_along_axis(z, target, axis=1) - xp.log(total)        # (N, 1, H, W)
+    plan = softmax if _fast(logits) else reference
+    prob, logp_label = plan.softmax_logp(logits, target)                       # (N, C, H, W), (N, 1, H, W)
     # select, not multiply: an ignored pixel's -inf must not turn 0 * -inf into NaN
     logp_label = xp.where(xp.expand_dims(valid, axis=1), logp_label, zero)[:, 0, ...]
     if normalize:
@@ -83,7 +84,7 @@ def softmax_cross_entropy(logits, labels, ignore_index=255, normalize=True, weig
     else:
         denom = xp.asarray(float(n), dtype=logits.dtype, device=dev)
     loss = -xp.sum(pixel_w * logp_label) / denom
-    return loss, LossCache(e / total, target, pixel_w, denom)
+    return loss, LossCache(prob, target, pixel_w, denom)
 
 
 def softmax_cross_entropy_backward(cache, dloss=1.0):
@@ -92,7 +93,10 @@ def softmax_cross_entropy_backward(cache, dloss=1.0):
     if not isinstance(cache, LossCache):
         raise ValueError(f"softmax_cross_entropy_backward got a {type(cache).__name__}, not its cache")
     xp = namespace(prob)
-    classes = xp.reshape(xp.arange(prob.shape[1], dtype=target.dtype, device=device(prob)), (1, -1, 1, 1))
-    onehot = xp.astype(target == classes, prob.dtype)                        # (N, C, H, W)
-    scale = xp.expand_dims(pixel_w, axis=1) / denom
-    return (prob - onehot) * (scale * dloss)
+    scale = xp.expand_dims(pixel_w, axis=1) / denom * dloss                  # (N, 1, H, W)
+    return (softmax if _fast(prob) else reference).softmax_grad(prob, target, scale)
+
+
+def _fast(x):
+    """The banded plan (:mod:`.fast.softmax`) on NumPy, off the reference path."""
+    return is_numpy(x) and not reference_enabled()

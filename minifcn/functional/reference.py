@@ -186,3 +186,29 @@ def pool_indices(winner, cache_or_geometry, out_size):
     oy = xp.reshape(xp.arange(oh, dtype=xp.int64, device=device(winner)), (oh, 1))
     ox = xp.reshape(xp.arange(ow, dtype=xp.int64, device=device(winner)), (1, ow))
     return (oy * sh + winner // kw - ph) * w + (ox * sw + winner % kw - pw)
+
+
+def softmax_logp(logits, target):
+    """Softmax over classes and the log-probability of each pixel's target class.
+
+    logits (N, C, H, W), target (N, 1, H, W) integer in [0, C) -> prob (N, C, H, W),
+    logp (N, 1, H, W):
+
+        z = logits - max_c logits          (the shift keeps exp from overflowing)
+        prob = exp(z) / sum_c exp(z),      logp = z[target] - log sum_c exp(z)
+    """
+    xp = namespace(logits)
+    z = logits - xp.max(logits, axis=1, keepdims=True)
+    e = xp.exp(z)
+    total = xp.sum(e, axis=1, keepdims=True)                                   # (N, 1, H, W)
+    return e / total, xp.take_along_axis(z, target, axis=1) - xp.log(total)
+
+
+def softmax_grad(prob, target, scale):
+    """(prob - onehot(target)) * scale: the gradient of the weighted cross-entropy w.r.t.
+    the logits, for prob (N, C, H, W), target (N, 1, H, W) and scale (N, 1, H, W) (the
+    pixel's class weight / normaliser, 0 on ignored pixels)."""
+    xp = namespace(prob)
+    classes = xp.reshape(xp.arange(prob.shape[1], dtype=target.dtype, device=device(prob)), (1, -1, 1, 1))
+    onehot = xp.astype(target == classes, prob.dtype)                        # (N, C, H, W)
+    return (prob - onehot) * scale
