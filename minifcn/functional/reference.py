@@ -1,6 +1,7 @@
-"""The reference path: convolution, transposed convolution and max pooling, plainly.
+"""The reference path: convolution, transposed convolution, max pooling and the softmax
+of the loss, plainly.
 
-Read this module first. Every function is im2col / col2im (:mod:`.im2col`) and one
+Read this module first. Every convolution is im2col / col2im (:mod:`.im2col`) and one
 matrix multiply, forward and backward, in the array API, so it runs on NumPy, CuPy
 and array_api_strict alike. The fast paths (:mod:`.fast`) compute the same numbers
 faster; ``MINIFCN_REFERENCE=1`` (or :func:`minifcn.functional.use_reference`) makes

@@ -22,7 +22,10 @@ winograd    F(2x2, 3x3): 16 GEMMs on transformed tiles,   reference.conv2d (+ ba
             2.25x fewer multiplies (winograd4's dweight
             at >= 128 channels)
 pool        max of KH*KW strided slices                   reference.max_pool2d (+ backward)
+softmax     softmax cross-entropy a band of pixel rows    reference.softmax_logp,
+            at a time, in place, on all cores             reference.softmax_grad
 ==========  ============================================  ==================================
 
-:mod:`minifcn.functional.conv` and :mod:`minifcn.functional.pooling` choose among them.
+:mod:`minifcn.functional.conv`, :mod:`minifcn.functional.pooling` and
+:mod:`minifcn.functional.loss` choose among them.
 """
