@@ -77,9 +77,10 @@ def applies(w_shape, s, p, d):
 # The dispatcher takes the F(4x4, 3x3) plan (:mod:`.winograd4`) for forward and dx
 # wherever a Winograd plan pays; this plan's weight gradient is what that plan uses with
 # at least MIN_CHANNELS channels on both sides. Measured on the 2-core machine (float32,
-# interleaved with the im2col bands): dweight 1.2x faster at 128 channels and 57x57,
-# 1.27x at 256, even at 64; forward and dx 1.2-1.4x faster than im2col at 57x57 with 128
-# channels and more, but slower than F(4x4, 3x3) there, and slower than im2col at 29x29.
+# interleaved with the im2col bands): dweight 1.1-1.25x faster at 128 channels and
+# 57x57, 1.27x at 256, even at 64; forward and dx 1.2-1.4x faster than im2col at 57x57
+# with 128 channels and more, but slower than F(4x4, 3x3) there, and slower than
+# im2col at 29x29.
 MIN_CHANNELS = 128
 
 

@@ -29,15 +29,15 @@ Backward:
   the forward.
 * dweight has no Winograd F(4x4, 3x3) form here: the adjoint, dU[xi, nu] = sum over
   tiles of (A e A^T)[xi, nu] @ V[xi, nu]^T, runs GEMMs whose inner axis is a band's
-  tiles (a few dozen) with a 36 x C_out x C result per band, measured 1.3x slower than
-  im2col at 128 channels. It comes from the F(2x2, 3x3) plan at 128 channels and more
-  (:func:`.winograd.weight_gradient`, measured 1.2x faster than im2col at 57x57) and
-  from the im2col bands below (:func:`.bands.backward_bands`).
+  tiles (a few dozen) with a 36 x C_out x C result per band, measured 1.3-1.5x slower
+  than im2col at 128 channels. It comes from the F(2x2, 3x3) plan at 128 channels and
+  more (:func:`.winograd.weight_gradient`, measured 1.1-1.3x faster than im2col at
+  57x57) and from the im2col bands below (:func:`.bands.backward_bands`).
 
 Every transform is a product with one of these small matrices on both tile axes,
 :func:`two_sided`: two GEMMs whose inner axis is the 6 taps, each streaming the band
-once. That keeps the plan short and backend-neutral; in NumPy the
-matrix products run in BLAS instead of as a dozen separate element-wise passes.
+once. That keeps the plan short and backend-neutral: in NumPy each is one BLAS call
+over the band.
 
 Why faster than the im2col plan, also at 64 channels where F(2x2, 3x3) does not pay: a
 4x4 output block costs 36 multiplies per (o, c) instead of 144, 4x fewer GEMM flops,
