@@ -30,7 +30,7 @@ fewer GEMM flops (the GEMMs' inner axis is C rather than 9C, and the transformed
 hold 16 values per 4 outputs where im2col copies 36). What it costs: the transforms,
 memory-bound array ops (about 30 element writes per tile and input channel, 16 per tile
 and output channel), which in NumPy eat most of the saving unless C_in and C_out are
-both large enough for the GEMMs to dominate (see :func:`pays`); and float32 rounding:
+both large enough for the GEMMs to dominate (see MIN_CHANNELS); and float32 rounding:
 the transforms add and subtract up to 9 terms with weights 1/4 .. 1, so the error stays
 of the direct sum's size (tests/test_winograd.py reports 2e-7 .. 5e-7 of the output
 scale on FCN-like activations, the same as the im2col plan's).
