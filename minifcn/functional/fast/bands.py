@@ -185,14 +185,20 @@ def dx_by_convolution(w_shape, s, p, d):
             and c_out <= 2 * c_in)
 
 
+def flipped_kernel(weight):
+    """weight (C_out, C_in, KH, KW) -> (C_in, C_out, KH, KW) flipped in both spatial axes:
+    the kernel whose stride-1 convolution of dy is dx (:func:`dx_by_convolution`)."""
+    xp = namespace(weight)
+    return xp.permute_dims(xp.flip(weight, axis=(2, 3)), (1, 0, 2, 3))
+
+
 def input_gradient(dy, weight, s, p, d, x_size, dxpad=None):
     """dx (N, C_in, H, W) of a convolution: as a convolution of dy where
     :func:`dx_by_convolution` says so, else from ``dxpad`` (already folded by
     :func:`backward_bands`) or by folding now."""
-    xp = namespace(dy, weight)
     (h, w), (kh, kw) = x_size, weight.shape[2:]
     if dx_by_convolution(weight.shape, s, p, d):   # a full convolution with the flipped, transposed kernel
-        flipped = xp.permute_dims(xp.flip(weight, axis=(2, 3)), (1, 0, 2, 3))       # (C_in, C_out, KH, KW)
+        flipped = flipped_kernel(weight)
         dypad = pad2d(dy, (d[0] * (kh - 1) - p[0], d[1] * (kw - 1) - p[1]), slot=3)
         return correlate(dypad, flipped, None, (1, 1), d, (h, w))
     if dxpad is None:

@@ -229,9 +229,8 @@ def conv2d(x, weight, bias, s, p, d):
 def input_gradient(dy, weight, p, x_size):
     """dx (N, C, H, W): the 3x3 convolution of dy padded by 2 - P with the flipped kernel,
     channel axes swapped (weight[o, c, 2 - ky, 2 - kx] as (C, C_out, 3, 3))."""
-    xp = namespace(dy, weight)
     (h, w) = x_size
-    flipped = xp.permute_dims(xp.flip(weight, axis=(2, 3)), (1, 0, 2, 3))
+    flipped = bands.flipped_kernel(weight)
     dypad = pad2d(dy, (2 - p[0], 2 - p[1]), size=(M * _tiles(h) + 2, M * _tiles(w) + 2), slot=3)
     return _correlate(dypad, transform_weight(flipped), None, (h, w))
 
