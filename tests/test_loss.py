@@ -218,3 +218,21 @@ def test_banded_plan_is_identical_to_the_reference(monkeypatch, dtype, weighted)
         np.testing.assert_array_equal(cache.prob, cache_ref.prob)
         np.testing.assert_array_equal(grad, grad_ref)
         np.testing.assert_allclose(loss, loss_ref, rtol=1e-6 if dtype == "float32" else 1e-14)
+
+
+def test_banded_softmax_equals_reference_on_every_backend(backend, monkeypatch):
+    """fast.softmax itself (the loss takes it on NumPy) is array-API code: bit-identical to
+    reference.softmax_logp / softmax_grad on every backend, with one-row bands."""
+    from minifcn import backend as B
+    from minifcn.functional import reference
+    from minifcn.functional.fast import softmax
+    monkeypatch.setattr(B, "BAND_ELEMENTS", 1)
+    rng = np.random.default_rng(12)
+    logits = backend.asarray(3 * rng.standard_normal((2, 4, 5, 3)))
+    target = backend.asarray(rng.integers(0, 4, (2, 1, 5, 3)))
+    scale = backend.asarray(rng.random((2, 1, 5, 3)))
+    for got, expected in zip(softmax.softmax_logp(logits, target), reference.softmax_logp(logits, target)):
+        np.testing.assert_array_equal(to_numpy(got), to_numpy(expected))
+    prob = reference.softmax_logp(logits, target)[0]
+    np.testing.assert_array_equal(to_numpy(softmax.softmax_grad(prob, target, scale)),
+                                  to_numpy(reference.softmax_grad(prob, target, scale)))

@@ -23,7 +23,7 @@ winograd    F(2x2, 3x3): 16 GEMMs on transformed tiles,   reference.conv2d (+ ba
             at >= 128 channels)
 pool        max of KH*KW strided slices                   reference.max_pool2d (+ backward)
 softmax     softmax cross-entropy a band of pixel rows    reference.softmax_logp,
-            at a time, in place, on all cores             reference.softmax_grad
+            at a time, in cache, on all cores             reference.softmax_grad
 ==========  ============================================  ==================================
 
 :mod:`minifcn.functional.conv`, :mod:`minifcn.functional.pooling` and
