@@ -75,7 +75,7 @@ def _separable(a_h, z, a_w):
     On NumPy in groups of channels on all cores (:func:`minifcn.backend.by_channels`),
     each with one BLAS thread: a product big enough for OpenBLAS to wake its own threads
     leaves them spinning for a while afterwards, which halves the speed of the band loops
-    that follow (measured: DeepLab-LargeFOV's step 1.25x slower)."""
+    that follow (see :func:`minifcn.backend.one_blas_thread`)."""
     xp = namespace(z)
     (oh, h), (ow, w) = a_h.shape, a_w.shape
     a_wt = xp.matrix_transpose(a_w)
