@@ -46,8 +46,10 @@ class Handler(BaseHTTPRequestHandler):
         if srv.cut_after is not None:
             payload, srv.cut_after = payload[: srv.cut_after], None
             self.close_connection = True
-        self.wfile.write(payload)
+        # counted before the write: the client may finish reading, and the test assert,
+        # before this thread runs again after it
         srv.sent += len(payload)
+        self.wfile.write(payload)
 
     def log_message(self, *args):  # keep the test output clean
         pass
