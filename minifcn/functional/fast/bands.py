@@ -122,23 +122,49 @@ def backward_bands(xpad, dy, weight, s, d, dxpad):
     # them, as in the forward. Input-gradient bands fold into the input rows they share
     # with their neighbours (the kernel overlap) but not with bands two apart once a band
     # spans (KH - 1)*DH input rows: so the even ones go with the weight gradient, then
-    # the odd ones.
+    # the odd ones. When that leaves fewer than MIN_BANDS of them on NumPy (a short output,
+    # the dilation front end's fc6: 32 rows, one band), the input gradient is shared by
+    # input channels instead (:func:`_fold_channels`).
     if split_by_channels(n, c_out, oh * ow, dy):
         return _backward_by_channels(xpad, dy, weight, s, d, dxpad)
     per_row = n * c_in * kh * kw * ow
     dw_bands = row_bands(oh, per_row, dy, min(_min_band_rows(ow), -(-oh // MIN_BANDS))) if xpad is not None else []
     dx_bands = row_bands(oh, per_row, dy, max(_min_band_rows(ow), -(-(kh - 1) * d[0] // s[0])))
     tasks = [("dw",) + b for b in dw_bands]
-    tasks += [("dx",) + b for b in dx_bands[0::2]] if dxpad is not None else []
-    partial = parallel_for(band, tasks, dy)
-    if dxpad is not None:
+    by_channels = dxpad is not None and is_numpy(dy) and len(dx_bands) < MIN_BANDS
+    if by_channels:
+        fold = _fold_channels(dy, weight, s, d, dxpad)
+        tasks += [("dxc",) + c for c in channel_chunks(c_in)]
+    elif dxpad is not None:
+        tasks += [("dx",) + b for b in dx_bands[0::2]]
+    partial = parallel_for(lambda part, a, b: fold(a, b) if part == "dxc" else band(part, a, b), tasks, dy)
+    if dxpad is not None and not by_channels:
         parallel_for(band, [("dx",) + b for b in dx_bands[1::2]], dy)
     if xpad is None:
         return None
     dw2 = partial[0]
     for part in partial[1:len(dw_bands)]:
-        dw2 = dw2 + part
+        dw2 += part         # in place: each share is a fresh array; the order is the band order
     return xp.matrix_transpose(dw2) if small else dw2
+
+
+def _fold_channels(dy, weight, s, d, dxpad):
+    """fold(c0, c1): the input channels c0:c1 of the input gradient, folded into
+    ``dxpad[:, c0:c1]``: weight[:, c0:c1]^T @ dy (their rows of the columns' gradient,
+    in a reused buffer), then col2im. Chunks of input channels write disjoint parts of
+    dxpad, so they run on all cores whatever the output's height."""
+    xp = namespace(dy, weight)
+    n, c_out, oh, ow = dy.shape
+    _, c_in, kh, kw = weight.shape
+    dy3 = xp.reshape(dy, (n, c_out, oh * ow))
+    w2t = xp.matrix_transpose(xp.reshape(weight, (c_out, c_in * kh * kw)))
+
+    def fold(c0, c1):
+        rows = scratch((n, (c1 - c0) * kh * kw, oh * ow), dy.dtype, dy, slot=1)
+        dcols = matmul(w2t[c0 * kh * kw:c1 * kh * kw, :], dy3, rows)
+        fold_rows_add(dxpad[:, c0:c1], dcols, (kh, kw), s, d, (0, oh), ow)
+
+    return fold
 
 
 def _backward_by_channels(xpad, dy, weight, s, d, dxpad):
@@ -161,14 +187,7 @@ def _backward_by_channels(xpad, dy, weight, s, d, dxpad):
 
         parallel_for(dw_chunk, channel_chunks(c_out), dy)
     if dxpad is not None:
-        w2t = xp.matrix_transpose(xp.reshape(weight, (c_out, k)))
-        dcols = xp.empty((n, k, oh * ow), dtype=dy.dtype, device=device(dy))
-
-        def dx_chunk(k0, k1):
-            dcols[:, k0:k1, :] = w2t[k0:k1, :] @ dy3
-
-        parallel_for(dx_chunk, channel_chunks(k), dy)
-        fold_rows_add(dxpad, dcols, (kh, kw), s, d, (0, oh), ow)
+        parallel_for(_fold_channels(dy, weight, s, d, dxpad), channel_chunks(c_in), dy)
     return dw2
 
 
