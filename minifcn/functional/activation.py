@@ -32,20 +32,27 @@ def dropout(x, p=0.5, training=True, rng=None):
     """Element-wise dropout as in Caffe: keep each value with probability 1 - p and scale by 1/(1 - p).
 
     In evaluation (``training=False``) or with ``p == 0`` it is the identity. ``rng`` is a
-    :class:`minifcn.backend.RNG` (default: a process-wide unseeded one). Returns ``(y, cache)``;
-    the cache is the scaled keep-mask (or None for the identity).
+    :class:`minifcn.backend.RNG` (default: a process-wide unseeded one). Returns ``(y, cache)``
+    with y = x * mask, mask = keep / (1 - p); the cache is ``(keep, 1 / (1 - p))`` with the
+    boolean keep array (a quarter of a float32 mask's memory), or None for the identity.
     """
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout probability p must be in [0, 1), got {p!r}")
     if not training or p == 0.0:
         return x, None
-    xp = namespace(x)
     rng = _DEFAULT_RNG if rng is None else rng
     keep = rng.uniform(tuple(x.shape), like=x) >= p
-    mask = xp.astype(keep, x.dtype) * (1.0 / (1.0 - p))
-    return x * mask, mask
+    scale = 1.0 / (1.0 - p)
+    return x * _mask(keep, scale, x.dtype), (keep, scale)
+
+
+def _mask(keep, scale, dtype):
+    return namespace(keep).astype(keep, dtype) * scale
 
 
 def dropout_backward(dy, cache):
-    """dx = dy * mask (the same scaled mask as the forward pass)."""
-    return dy if cache is None else dy * cache
+    """dx = dy * mask (the forward's mask, rebuilt from its keep array)."""
+    if cache is None:
+        return dy
+    keep, scale = cache
+    return dy * _mask(keep, scale, dy.dtype)
