@@ -6,7 +6,9 @@ the input) and reduces them; here each kernel offset (ky, kx) is a strided view 
 padded input, and the output is the running maximum of those views, in cache-sized
 channel groups on all cores. Backward finds which offset won each window by comparing
 the views with the output (ties go to the first offset in row-major order, as the
-reference's argmax) and sends each dy to that winner; no index array is stored.
+reference's argmax) and sends each dy to that winner; no index array is stored, and
+the cache keeps the input itself (which the layer before keeps anyway), padded again
+into a reused buffer when needed (DeepLab's 3x3 pools pad by 1, ceil mode by a row).
 SegNet's indices are found the same way (the first offset equal to the maximum) and
 written as flat input positions directly, without integer division.
 """
@@ -19,9 +21,9 @@ from ..im2col import pad2d, window
 
 
 class PoolCache(NamedTuple):
-    xpad: object           # the -inf padded input (N, C, HP, WP)
+    x: object              # the input (N, C, H, W)
     y: object              # the output (N, C, OH, OW)
-    x_shape: tuple
+    padded_size: tuple     # (HP, WP) of the -inf padded input
     kernel: tuple
     stride: tuple
     padding: tuple
@@ -44,7 +46,7 @@ def max_pool2d(x, k, s, p, out_size, with_indices=False):
     xp = namespace(x)
     (n, c, h, w), (oh, ow) = x.shape, out_size
     size = (max(h + 2 * p[0], (oh - 1) * s[0] + k[0]), max(w + 2 * p[1], (ow - 1) * s[1] + k[1]))
-    xpad = pad2d(x, p, value=-float("inf"), size=size)
+    xpad = pad2d(x, p, value=-float("inf"), size=size, slot=2)
     y = xp.empty((n, c, oh, ow), dtype=x.dtype, device=device(x))
     indices = xp.empty((n, c, oh, ow), dtype=xp.int64, device=device(x)) if with_indices else None
     if with_indices:
@@ -69,7 +71,7 @@ def max_pool2d(x, k, s, p, out_size, with_indices=False):
             indices[:, c0:c1, :, :] = best
 
     parallel_for(chunk, row_bands(c, n * size[0] * size[1], x), x)        # cache-sized channel groups
-    cache = PoolCache(xpad, y, tuple(x.shape), k, s, p)
+    cache = PoolCache(x, y, size, k, s, p)
     if with_indices:
         return y, indices, cache
     return y, cache
@@ -77,10 +79,10 @@ def max_pool2d(x, k, s, p, out_size, with_indices=False):
 
 def max_pool2d_backward(dy, cache):
     """dx[window winner] += dy[window]; every other input pixel of the window gets 0."""
-    xpad, y, (n, c, h, w), (kh, kw), (sh, sw), (ph, pw) = cache
+    x, y, (hp, wp), (kh, kw), (sh, sw), (ph, pw) = cache
     xp = namespace(dy)
-    oh, ow = y.shape[2:]
-    hp, wp = xpad.shape[2:]
+    (n, c, h, w), (oh, ow) = x.shape, y.shape[2:]
+    xpad = pad2d(x, (ph, pw), value=-float("inf"), size=(hp, wp), slot=2)
     # Windows that tile the padded input exactly (stride = kernel, no remainder) write
     # every element once, so dx needs no zero fill and no accumulation.
     tiles = (sh, sw) == (kh, kw) and (hp, wp) == (oh * sh, ow * sw)
