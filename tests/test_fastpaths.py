@@ -549,3 +549,44 @@ def test_short_outputs_fold_the_input_gradient_by_channels(backend, case, monkey
 
     report = check_backward(forward, bands.conv2d_backward, small, seed=3)
     assert report.ok, report
+
+
+@pytest.mark.parametrize("case", [((1, 6, 8, 8), (64, 6, 3, 3), 2, 2),      # front-end fc6-like: weight outweighs a band
+                                  ((2, 5, 6, 6), (80, 5, 3, 3), 1, 1)])     # batch 2
+def test_big_weights_get_their_gradient_by_input_channels(backend, case, monkeypatch):
+    """A weight of at least BIG_WEIGHT elements that outweighs a band's columns gets its
+    gradient by chunks of input channels on NumPy (band shares elsewhere): equal to the
+    reference, bit-identical for any thread count, and it passes a float64 gradient check."""
+    from minifcn.functional import reference
+    x_shape, w_shape, p, d = case
+    monkeypatch.setattr(bands, "BIG_WEIGHT", 64)
+    rng = np.random.default_rng(9)
+    x, w, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
+    taken = []
+    inner = bands._dweight_by_channels
+    monkeypatch.setattr(bands, "_dweight_by_channels", lambda *a: taken.append(a[2]) or inner(*a))
+    y_ref, ref_cache = reference.conv2d(x, w, b, (1, 1), (p, p), (d, d))
+    dy = rng.standard_normal(y_ref.shape)
+    args = [backend.asarray(a) for a in (x, w, b)]
+    y, cache = bands.conv2d(*args, (1, 1), (p, p), (d, d))
+    got = (y,) + bands.conv2d_backward(backend.asarray(dy), cache)
+    assert bool(taken) == (backend.name == "numpy")
+    for a, e in zip(got, (y_ref,) + reference.conv2d_backward(dy, ref_cache)):
+        R.assert_close(a, e, atol=1e-10, rtol=1e-10)
+    if backend.name == "numpy":
+        x32, w32 = x.astype(np.float32), w.astype(np.float32)
+        results = []
+        for threads in (1, 2, 5):
+            monkeypatch.setattr(B, "THREADS", threads)
+            y32, c32 = bands.conv2d(x32, w32, None, (1, 1), (p, p), (d, d))
+            results.append(bands.conv2d_backward(np.ones_like(y32), c32)[:2])
+        for other in results[1:]:
+            for a, e in zip(results[0], other):
+                np.testing.assert_array_equal(a, e)
+    small = [backend.asarray(a) for a in (x[:, :2, :5, :5], w[:, :2, :3, :3], b)]
+
+    def forward(x, w, b):
+        return bands.conv2d(x, w, b, (1, 1), (1, 1), (d, d))
+
+    report = check_backward(forward, bands.conv2d_backward, small, seed=3)
+    assert report.ok, report

@@ -24,6 +24,7 @@ MIN_BAND_COLUMNS = 1024        # fewer columns per band leave the GEMMs too thin
 MIN_BANDS = 2
 MIN_CHUNKS = 8                 # output-channel chunks of a convolution split by channels
 SMALL_WEIGHT = 1 << 18         # weights up to this many elements get their gradient transposed
+BIG_WEIGHT = 1 << 22           # weights from this many elements up get their gradient by input channels
 
 
 class ConvCache(reference.ConvCache):
@@ -129,6 +130,9 @@ def backward_bands(xpad, dy, weight, s, d, dxpad):
         return _backward_by_channels(xpad, dy, weight, s, d, dxpad)
     per_row = n * c_in * kh * kw * ow
     dw_bands = row_bands(oh, per_row, dy, min(_min_band_rows(ow), -(-oh // MIN_BANDS))) if xpad is not None else []
+    dw_by_channels = dw_bands and dweight_by_channels(weight.shape, n * (dw_bands[0][1] - dw_bands[0][0]) * ow, dy)
+    if dw_by_channels:
+        dw_bands = []
     dx_bands = row_bands(oh, per_row, dy, max(_min_band_rows(ow), -(-(kh - 1) * d[0] // s[0])))
     tasks = [("dw",) + b for b in dw_bands]
     by_channels = dxpad is not None and is_numpy(dy) and len(dx_bands) < MIN_BANDS
@@ -142,10 +146,41 @@ def backward_bands(xpad, dy, weight, s, d, dxpad):
         parallel_for(band, [("dx",) + b for b in dx_bands[1::2]], dy)
     if xpad is None:
         return None
+    if dw_by_channels:
+        return _dweight_by_channels(xpad, dy, weight.shape, s, d)
     dw2 = partial[0]
     for part in partial[1:len(dw_bands)]:
         dw2 += part         # in place: each share is a fresh array; the order is the band order
     return xp.matrix_transpose(dw2) if small else dw2
+
+
+def dweight_by_channels(w_shape, band_pixels, like):
+    """Whether the weight gradient is computed by chunks of input channels rather than
+    summed from band shares: on NumPy, for a weight of at least BIG_WEIGHT elements that
+    outweighs a band's columns (the dilation front end's fc6: 6.4 M elements, 16 x 32
+    pixels a band). Each band share would be another weight-sized array (26 MB there);
+    a chunk of input channels needs only its own columns."""
+    c_out, c_in, kh, kw = w_shape
+    return is_numpy(like) and c_out * c_in * kh * kw >= BIG_WEIGHT and c_out >= band_pixels
+
+
+def _dweight_by_channels(xpad, dy, w_shape, s, d):
+    """dweight (C_out, C_in*KH*KW), chunk by chunk of input channels: the chunk's columns
+    in a reused buffer, then dy @ columns^T, a whole sum over the pixels per element."""
+    xp = namespace(dy)
+    n, c_out, oh, ow = dy.shape
+    _, c_in, kh, kw = w_shape
+    dy3 = xp.reshape(dy, (n, c_out, oh * ow))
+    dw2 = xp.empty((c_out, c_in * kh * kw), dtype=dy.dtype, device=device(dy))
+
+    def chunk(c0, c1):
+        part = xpad[:, c0:c1, :, :]
+        cols = unfold_rows(part, (kh, kw), s, d, (0, oh), ow, _scratch_cols(part, kh, kw, oh, ow))
+        share = dy3 @ xp.matrix_transpose(cols)
+        dw2[:, c0 * kh * kw:c1 * kh * kw] = share[0, ...] if n == 1 else xp.sum(share, axis=0)
+
+    parallel_for(chunk, channel_chunks(c_in), dy)
+    return dw2
 
 
 def _fold_channels(dy, weight, s, d, dxpad):
