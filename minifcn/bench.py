@@ -109,6 +109,7 @@ class MinifcnStep:
             t("forward")
             loss, cache = F.softmax_cross_entropy(scores, self.labels)
             dscores = F.softmax_cross_entropy_backward(cache)
+            del scores, cache            # as in Trainer.step: not held through the backward
             t("loss")
             self.model.backward(dscores, need_dx=False)
             t("backward")

@@ -486,7 +486,9 @@ class Trainer:
             if k == 0 and self._pending is not None:  # those parameters give a finite loss: keep them
                 pending, self._pending = self._pending, None
                 self._save_if_finite(pending)
-            self.model.backward(F.softmax_cross_entropy_backward(cache, 1.0 / c.iter_size), need_dx=False)
+            dscores = F.softmax_cross_entropy_backward(cache, 1.0 / c.iter_size)
+            del scores, cache            # the scores and the softmax: not held through the backward
+            self.model.backward(dscores, need_dx=False)
             total += value
         self._before_step = "updating"
         self.optimizer.step(self.schedule(self.iteration))

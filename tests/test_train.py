@@ -168,3 +168,44 @@ def test_trainer_and_resume_on_every_backend(backend, tmp_path):
     assert resumed.iteration == 3
     a, b = _params(straight.model), _params(resumed.model)
     assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def _watch_scores_and_softmax(model, monkeypatch):
+    """Make ``model.backward`` record whether the step still holds the scores of its
+    forward and the softmax of its loss (weak references: dead once nothing holds them)."""
+    import weakref
+
+    from minifcn import functional as F
+
+    refs, alive = {}, []
+    forward, backward, loss = model.forward, model.backward, F.softmax_cross_entropy
+
+    def watched_forward(x):
+        scores = forward(x)
+        refs["scores"] = weakref.ref(scores)
+        return scores
+
+    def watched_loss(*args, **kwargs):
+        value, cache = loss(*args, **kwargs)
+        refs["softmax"] = weakref.ref(cache.prob)
+        return value, cache
+
+    def watched_backward(dscores, **kwargs):
+        alive.append(sorted(k for k, r in refs.items() if r() is not None))
+        return backward(dscores, **kwargs)
+
+    monkeypatch.setattr(model, "forward", watched_forward)
+    monkeypatch.setattr(model, "backward", watched_backward)
+    monkeypatch.setattr(F, "softmax_cross_entropy", watched_loss)
+    return alive
+
+
+def test_a_step_frees_its_scores_and_softmax_before_the_backward(tmp_path, monkeypatch):
+    from minifcn import bench
+
+    trainer = Trainer(_config(tmp_path, iters=1, model="fcn8s"), progress=False)
+    alive = _watch_scores_and_softmax(trainer.model, monkeypatch)
+    trainer.step()
+    x = np.zeros((1, 3, 32, 32), np.float32)
+    bench.MinifcnStep(trainer.model, x, np.zeros((1, 32, 32), np.int64))()
+    assert alive == [[], []]          # (trainer, bench step): nothing held through the backward
