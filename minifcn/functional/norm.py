@@ -24,8 +24,11 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ..backend import namespace
+from ..backend import is_numpy, namespace
+from . import reference
 from .checks import check_float, check_ndim
+from .fast import norm as fast_norm
+from .mode import reference_enabled
 
 
 class BatchNormCache(NamedTuple):
@@ -83,23 +86,13 @@ def batch_norm2d(x, weight, bias, running_mean=None, running_var=None, training=
     count = n * h * w
     if count == 0:
         raise ValueError(f"batch_norm2d needs at least one value per channel, got input shape {tuple(x.shape)}")
-    xp = namespace(x, weight, bias, running_mean, running_var)
-    if training:
-        mean = xp.mean(x, axis=(0, 2, 3))
-        centred = x - xp.reshape(mean, (1, c, 1, 1))
-        var = xp.mean(centred * centred, axis=(0, 2, 3))
-    else:
-        if running_mean is None or running_var is None:
-            missing = [nm for nm, v in (("running_mean", running_mean), ("running_var", running_var)) if v is None]
-            raise ValueError(f"batch_norm2d with training=False normalises with the running statistics, "
-                             f"but {' and '.join(missing)} is None; pass arrays of shape (C,) = ({c},)")
-        mean, var = running_mean, running_var
-        centred = x - xp.reshape(mean, (1, c, 1, 1))
-    inv_std = 1.0 / xp.sqrt(xp.reshape(var, (1, c, 1, 1)) + eps)
-    xhat = centred * inv_std
-    y = xhat if weight is None else xhat * xp.reshape(weight, (1, c, 1, 1))
-    if bias is not None:
-        y = y + xp.reshape(bias, (1, c, 1, 1))
+    if not training and (running_mean is None or running_var is None):
+        missing = [nm for nm, v in (("running_mean", running_mean), ("running_var", running_var)) if v is None]
+        raise ValueError(f"batch_norm2d with training=False normalises with the running statistics, "
+                         f"but {' and '.join(missing)} is None; pass arrays of shape (C,) = ({c},)")
+    namespace(x, weight, bias, running_mean, running_var)          # one backend for all of them
+    stats = (None, None) if training else (running_mean, running_var)
+    y, xhat, inv_std, mean, var = _plan(x).batch_norm2d(x, weight, bias, *stats, eps)
     return y, BatchNormCache(xhat, inv_std, weight, bias is not None, bool(training), mean, var, count)
 
 
@@ -112,15 +105,10 @@ def batch_norm2d_backward(dy, cache: BatchNormCache):
     if tuple(dy.shape) != tuple(xhat.shape):
         raise ValueError(f"batch_norm2d_backward dy must have the output's shape {tuple(xhat.shape)}, "
                          f"got {tuple(dy.shape)}")
-    xp = namespace(dy, xhat)
-    c = xhat.shape[1]
-    dbias = xp.sum(dy, axis=(0, 2, 3)) if cache.has_bias else None
-    dweight = xp.sum(dy * xhat, axis=(0, 2, 3)) if weight is not None else None
-    g = dy if weight is None else dy * xp.reshape(weight, (1, c, 1, 1))
-    if cache.training:
-        mean_g = xp.mean(g, axis=(0, 2, 3), keepdims=True)
-        mean_gx = xp.mean(g * xhat, axis=(0, 2, 3), keepdims=True)
-        dx = (g - mean_g - xhat * mean_gx) * inv_std
-    else:
-        dx = g * inv_std
-    return dx, dweight, dbias
+    namespace(dy, xhat)
+    return _plan(dy).batch_norm2d_backward(dy, xhat, inv_std, weight, cache.has_bias, cache.training)
+
+
+def _plan(x):
+    """The fewer-pass plan (:mod:`.fast.norm`) on NumPy, off the reference path."""
+    return fast_norm if is_numpy(x) and not reference_enabled() else reference

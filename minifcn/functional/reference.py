@@ -1,5 +1,5 @@
-"""The reference path: convolution, transposed convolution, max pooling and the softmax
-of the loss, plainly.
+"""The reference path: convolution, transposed convolution, max pooling, batch
+normalisation and the softmax of the loss, plainly.
 
 Read this module first. Every convolution is im2col / col2im (:mod:`.im2col`) and one
 matrix multiply, forward and backward, in the array API, so it runs on NumPy, CuPy
@@ -213,3 +213,40 @@ def softmax_grad(prob, target, scale):
     classes = xp.reshape(xp.arange(prob.shape[1], dtype=target.dtype, device=device(prob)), (1, -1, 1, 1))
     onehot = xp.astype(target == classes, prob.dtype)                        # (N, C, H, W)
     return (prob - onehot) * scale
+
+
+def batch_norm2d(x, weight, bias, mean, var, eps):
+    """Batch normalisation of x (N, C, H, W) as :mod:`..norm` states it: with ``mean`` and
+    ``var`` None the batch statistics are computed (training), otherwise they are used.
+
+    Returns y, xhat (N, C, H, W), inv_std (1, C, 1, 1) and the mean and var (C,) used.
+    """
+    xp = namespace(x)
+    c = x.shape[1]
+    if mean is None:
+        mean = xp.mean(x, axis=(0, 2, 3))
+        centred = x - xp.reshape(mean, (1, c, 1, 1))
+        var = xp.mean(centred * centred, axis=(0, 2, 3))
+    else:
+        centred = x - xp.reshape(mean, (1, c, 1, 1))
+    inv_std = 1.0 / xp.sqrt(xp.reshape(var, (1, c, 1, 1)) + eps)
+    xhat = centred * inv_std
+    y = xhat if weight is None else xhat * xp.reshape(weight, (1, c, 1, 1))
+    if bias is not None:
+        y = y + xp.reshape(bias, (1, c, 1, 1))
+    return y, xhat, inv_std, mean, var
+
+
+def batch_norm2d_backward(dy, xhat, inv_std, weight, has_bias, training):
+    """dx (N, C, H, W), dweight and dbias (C,) (None without a weight / bias) of
+    :func:`batch_norm2d`, by the formulas of :mod:`..norm` (g = dy * weight)."""
+    xp = namespace(dy, xhat)
+    c = xhat.shape[1]
+    dbias = xp.sum(dy, axis=(0, 2, 3)) if has_bias else None
+    dweight = xp.sum(dy * xhat, axis=(0, 2, 3)) if weight is not None else None
+    g = dy if weight is None else dy * xp.reshape(weight, (1, c, 1, 1))
+    if training:
+        mean_g = xp.mean(g, axis=(0, 2, 3), keepdims=True)
+        mean_gx = xp.mean(g * xhat, axis=(0, 2, 3), keepdims=True)
+        return (g - mean_g - xhat * mean_gx) * inv_std, dweight, dbias
+    return g * inv_std, dweight, dbias

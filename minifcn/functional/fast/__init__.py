@@ -24,8 +24,10 @@ winograd    F(2x2, 3x3): 16 GEMMs on transformed tiles,   reference.conv2d (+ ba
 pool        max of KH*KW strided slices                   reference.max_pool2d (+ backward)
 softmax     softmax cross-entropy a band of pixel rows    reference.softmax_logp,
             at a time, in cache, on all cores             reference.softmax_grad
+norm        batch norm with per-channel sums as matrix    reference.batch_norm2d
+            products and the affine parts in place        (+ backward)
 ==========  ============================================  ==================================
 
-:mod:`minifcn.functional.conv`, :mod:`minifcn.functional.pooling` and
-:mod:`minifcn.functional.loss` choose among them.
+:mod:`minifcn.functional.conv`, :mod:`minifcn.functional.pooling`,
+:mod:`minifcn.functional.norm` and :mod:`minifcn.functional.loss` choose among them.
 """
